@@ -1,0 +1,104 @@
+"""Entry point of ``amos-autoseg``: argument parsing, logging, and exit codes.
+
+Each subcommand lives in ``amos_autoseg/cli/<name>.py`` with ``add_arguments(parser)`` and ``run(args) -> int``.
+Those modules import only the standard library at import time, so ``--help`` answers at once; torch, SimpleITK
+and numpy are imported inside ``run``.
+
+Exit codes: 0 success, 2 bad usage or bad input (one line per problem on stderr, no traceback unless
+``--debug``), 1 internal error, 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+
+from amos_autoseg._version import __version__
+
+# (subcommand, module under amos_autoseg.cli, one-line help)
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("synth", "synth", "write a synthetic AMOS-like data folder"),
+    ("plan", "plan", "check a data folder, fingerprint it and write the plan and splits"),
+    ("preprocess", "preprocess", "crop, normalise and resample the training cases of a plan"),
+    ("train", "train", "train one fold of a configuration"),
+    ("predict", "predict", "segment images with trained folds (sliding window, TTA, ensemble)"),
+    ("evaluate", "evaluate", "DSC and NSD of predictions against references"),
+    ("benchmark", "benchmark", "plan, preprocess, train, predict and evaluate on a data folder"),
+    ("demo", "demo", "run the whole pipeline on a small synthetic dataset on the CPU"),
+    ("preview", "preview", "PNG overlays of segmentations for quality control"),
+    ("export", "export", "package trained folds into one model file"),
+    ("info", "info", "describe an experiment folder or a model file"),
+)
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="verbose logging and full tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser with every subcommand's arguments."""
+    parser = argparse.ArgumentParser(
+        prog="amos-autoseg",
+        description="Self-configuring 3D segmentation of abdominal organs in CT and MRI (AMOS).",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"amos-autoseg {__version__}")
+    parser.add_argument("--debug", action="store_true", help="verbose logging and full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
+    sub.required = True
+    for name, module, help_text in COMMANDS:
+        mod = importlib.import_module(f"amos_autoseg.cli.{module}")
+        p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip(),
+                           formatter_class=_Formatter)
+        _common(p)
+        mod.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (``sys.exit`` is called by the console script)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
+    from amos_autoseg.utils.logs import setup_logging
+
+    setup_logging(debug)
+    from amos_autoseg.errors import AmosError
+
+    try:
+        mod = importlib.import_module(f"amos_autoseg.cli.{args._module}")
+        return int(mod.run(args) or 0)
+    except AmosError as exc:
+        if debug:
+            traceback.print_exc()
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"amos-autoseg {args.command}: error: {line}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"amos-autoseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence turns bugs into exit code 1
+        if debug:
+            traceback.print_exc()
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"amos-autoseg {args.command}: internal error: {type(exc).__name__}: {msg}"
+              + ("" if debug else " (run with --debug for the traceback)"), file=sys.stderr)
+        logging.getLogger(__name__).debug("internal error", exc_info=True)
+        return 1
+
+
+def console() -> None:  # pragma: no cover - thin wrapper
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    console()

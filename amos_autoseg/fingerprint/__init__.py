@@ -1,0 +1,1 @@
+"""Dataset fingerprint: spacings, shapes and foreground intensity statistics per modality and phase."""

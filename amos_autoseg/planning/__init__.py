@@ -1,0 +1,1 @@
+"""Planning: fingerprint -> :class:`~amos_autoseg.planning.plans.Plans` (spacing, topology, patch, batch)."""

@@ -1,0 +1,189 @@
+"""The plan: typed, versioned, and the single source of every later stage's settings.
+
+``plans.json`` is :class:`Plans` serialised by :mod:`amos_autoseg.utils.dataclass_json`; loading refuses unknown
+keys and other schema versions. Per-axis values (spacing, patch size, strides, kernel sizes) are in array
+order **after** ``transpose_forward``, as the network sees them; for AMOS (thick axis stored first)
+``transpose_forward`` is the identity, so they are also in the stored (z, y, x) order of CONTRACT.md.
+
+Variants of the recipe (epochs, learning rate, architecture, oversampling, augmentation switches) are values
+here, never subclasses: edit the JSON or pass flags, and the run writes the resolved values next to its outputs.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from amos_autoseg.errors import InputError
+from amos_autoseg.utils import atomic
+from amos_autoseg.utils.dataclass_json import SchemaError, from_jsonable, to_jsonable
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class NormalizationPlan:
+    """Intensity normalisation of one modality.
+
+    ``scheme="ct"``: clip to ``[clip_low, clip_high]`` then ``(x - mean) / std`` with dataset-wide foreground
+    statistics. ``scheme="zscore"``: per image ``(x - mean(x)) / std(x)``, over the body mask when ``use_mask``.
+    """
+
+    scheme: str
+    clip_low: float | None = None
+    clip_high: float | None = None
+    mean: float | None = None
+    std: float | None = None
+    use_mask: bool = False
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    """Topology of the U-Net, enough to build it (``amos_autoseg.network``) and to estimate its memory.
+
+    Attributes:
+        architecture: ``"PlainConvUNet"`` or ``"ResidualEncoderUNet"``.
+        strides: per stage, per axis (first stage ``[1, 1, 1]``).
+        kernel_sizes: per stage, per axis.
+        features_per_stage: channels per stage.
+        n_blocks_per_stage: convolutions (plain) or residual blocks (ResEnc) per encoder stage.
+        n_conv_per_stage_decoder: convolutions per decoder stage (one entry per stage but the bottleneck).
+    """
+
+    architecture: str
+    strides: list[list[int]]
+    kernel_sizes: list[list[int]]
+    features_per_stage: list[int]
+    n_blocks_per_stage: list[int]
+    n_conv_per_stage_decoder: list[int]
+    conv_bias: bool = True
+    norm: str = "instance"
+    nonlin: str = "leaky_relu"
+    deep_supervision: bool = True
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.strides)
+
+
+@dataclass(frozen=True)
+class ResamplingPlan:
+    """Interpolation orders used by preprocessing (data, seg) and export (probabilities).
+
+    When a case's spacing is anisotropic (max/min > ``anisotropy_threshold``) the thick axis is resampled
+    separately with ``order_z``, as nnU-Net does; ``force_separate_z`` overrides that decision.
+    """
+
+    order_data: int = 3
+    order_seg: int = 1
+    order_probabilities: int = 1
+    order_z: int = 0
+    force_separate_z: bool | None = None
+    anisotropy_threshold: float = 3.0
+
+
+@dataclass(frozen=True)
+class ConfigurationPlan:
+    """One configuration (``3d_fullres``, ``3d_lowres``, ``2d``)."""
+
+    name: str
+    dims: int
+    spacing: list[float]
+    patch_size: list[int]
+    batch_size: int
+    median_image_size: list[int]
+    network: NetworkPlan
+    batch_dice: bool
+    data_identifier: str
+    resampling: ResamplingPlan = field(default_factory=ResamplingPlan)
+    previous_stage: str | None = None
+    next_stage: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """The training recipe (nnU-Net's defaults). Every field is a knob, not a subclass."""
+
+    epochs: int = 1000
+    iterations_per_epoch: int = 250
+    val_iterations_per_epoch: int = 50
+    initial_lr: float = 1e-2
+    momentum: float = 0.99
+    weight_decay: float = 3e-5
+    poly_exponent: float = 0.9
+    grad_clip_norm: float = 12.0
+    oversample_foreground: float = 0.33
+    mirror_axes: list[int] = field(default_factory=lambda: [0, 1, 2])
+    dice_weight: float = 1.0
+    ce_weight: float = 1.0
+    mixed_precision: str = "auto"  # "auto" (bf16 on CUDA when supported, else fp16), "bf16", "fp16", "off"
+    compile: bool = False
+    gpu_augmentation: bool = False
+    seed: int = 12345
+
+
+@dataclass(frozen=True)
+class Plans:
+    """Everything the later stages need, decided once from the fingerprint."""
+
+    dataset_name: str
+    labels: dict[int, str]
+    modalities: list[str]
+    transpose_forward: list[int]
+    transpose_backward: list[int]
+    original_median_spacing: list[float]
+    original_median_shape: list[float]
+    normalization: dict[str, NormalizationPlan]
+    configurations: dict[str, ConfigurationPlan]
+    training: TrainingPlan = field(default_factory=TrainingPlan)
+    planner: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def configuration(self, name: str) -> ConfigurationPlan:
+        """The named configuration, or an input error listing the ones there are."""
+        try:
+            return self.configurations[name]
+        except KeyError:
+            raise InputError(
+                "plans.json", f"no configuration {name!r}; the plan has {sorted(self.configurations)}"
+            ) from None
+
+    @property
+    def num_classes(self) -> int:
+        """Output channels of the network: background plus the largest label id."""
+        return max(self.labels) + 1
+
+    def with_training(self, **changes: Any) -> Plans:
+        """A copy with some training knobs changed (e.g. from CLI flags)."""
+        return replace(self, training=replace(self.training, **changes))
+
+    def to_json(self) -> dict[str, Any]:
+        return to_jsonable(self)
+
+    @classmethod
+    def from_json(cls, data: Any, source: str | os.PathLike[str] = "plans.json") -> Plans:
+        if not isinstance(data, dict):
+            raise InputError(source, "plan must be a JSON object")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise InputError(source, f"plan schema_version {version!r} is not {SCHEMA_VERSION}; re-run plan")
+        try:
+            return from_jsonable(cls, data)
+        except SchemaError as exc:
+            raise InputError(source, f"does not fit the plan schema: {exc}") from None
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        atomic.write_json(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Plans:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(path, "not found; run `amos-autoseg plan` first")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"is not valid JSON ({exc})") from None
+        return cls.from_json(data, path)

@@ -1,0 +1,76 @@
+"""Write files so that a reader never sees a half-written one.
+
+Every output of every stage goes through these helpers: the data is written to a hidden temporary file in the
+target folder, flushed to disk, then renamed over the target (``os.replace`` is atomic on POSIX and Windows
+within one file system). A killed process leaves at most a ``.tmp-*`` file, which :func:`clean_stale_temps`
+removes and which no reader takes for a finished output.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+TMP_PREFIX = ".tmp-"
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; rename it onto ``target`` if the block succeeds.
+
+    Args:
+        target: the final file.
+        suffix: ending the temporary file needs (e.g. ``.nii.gz`` so that a writer picks its format from it).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + target.name + ".", suffix=suffix, dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        _fsync_file(tmp_path)
+        os.replace(tmp_path, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def write_bytes(target: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(target: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``target`` atomically."""
+    write_bytes(target, text.encode("utf-8"))
+
+
+def write_json(target: str | os.PathLike[str], obj: Any, indent: int | None = 2) -> None:
+    """Serialise ``obj`` as JSON (sorted keys off, NaN forbidden) and write it atomically."""
+    write_text(target, json.dumps(obj, indent=indent, allow_nan=False) + "\n")
+
+
+def clean_stale_temps(folder: str | os.PathLike[str]) -> int:
+    """Remove temporary files a killed run left in ``folder`` (not recursive). Returns how many."""
+    n = 0
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    for p in folder.iterdir():
+        if p.name.startswith(TMP_PREFIX) and p.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                n += 1
+    return n
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
