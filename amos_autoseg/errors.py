@@ -37,6 +37,9 @@ class InputError(AmosError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):  # keep the two fields when a worker process sends the error back
+        return (type(self), (self.path, self.problem))
+
 
 class InputErrors(AmosError):
     """Several input problems found at once (a dataset check); one line each."""
@@ -46,3 +49,6 @@ class InputErrors(AmosError):
     def __init__(self, problems: Iterable[InputError]) -> None:
         self.problems = list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+    def __reduce__(self):
+        return (type(self), (self.problems,))
