@@ -69,6 +69,9 @@ class Fingerprint:
         class_voxels: modality -> label id -> total voxel count.
         median_relative_size_after_crop: nnU-Net's criterion for masked z-score normalisation.
         samples_per_case: foreground intensities sampled per case (nnU-Net: 1e8 // n_cases).
+        intensity_per_channel: input channel -> statistics over all training cases whatever their modality:
+            nnU-Net's ``foreground_intensity_properties_per_channel``, kept for comparison.
+        median_relative_size_after_crop_per_modality: the crop criterion computed within each modality.
     """
 
     dataset_name: str
@@ -80,6 +83,8 @@ class Fingerprint:
     class_voxels: dict[str, dict[int, int]]
     median_relative_size_after_crop: float
     samples_per_case: int
+    intensity_per_channel: dict[int, IntensityStats] = field(default_factory=dict)
+    median_relative_size_after_crop_per_modality: dict[str, float] = field(default_factory=dict)
     seed: int = 1234
     extra: dict[str, Any] = field(default_factory=dict)
     schema_version: int = FINGERPRINT_VERSION

@@ -99,7 +99,8 @@ def read_meta_csv(path: str | os.PathLike[str]) -> dict[str, tuple[str, str | No
     """Read a ``--meta`` CSV (columns ``case_id``, ``modality``, optional ``phase``).
 
     Returns:
-        case id -> (modality, phase or None). Numeric ids become ``amos_XXXX``.
+        case id -> (modality, phase or None), ids as written; :func:`meta_lookup` also matches a numeric id
+        (``7``, ``0007``) to ``amos_0007``.
     """
     path = Path(path)
     if not path.is_file():
@@ -111,17 +112,43 @@ def read_meta_csv(path: str | os.PathLike[str]) -> dict[str, tuple[str, str | No
             if not {"case_id", "modality"} <= cols:
                 raise InputError(path, f"meta CSV needs columns case_id and modality, has {sorted(cols)}")
             out: dict[str, tuple[str, str | None]] = {}
+            seen: dict[str, str] = {}
             for row_no, row in enumerate(reader, start=2):
                 cid = (row.get("case_id") or "").strip()
                 if not cid:
                     raise InputError(path, f"row {row_no} has an empty case_id")
-                if cid.isdigit():
-                    cid = f"amos_{int(cid):04d}"
+                key = _meta_key(cid)
+                if key in seen:
+                    raise InputError(path, f"row {row_no}: case_id {cid!r} names the same case as {seen[key]!r}")
+                seen[key] = cid
                 phase = (row.get("phase") or "").strip() or None
                 out[cid] = (normalise_modality(row.get("modality") or "", f"{path} row {row_no}"), phase)
     except (OSError, csv.Error, UnicodeDecodeError) as exc:
         raise InputError(path, f"meta CSV cannot be read ({exc})") from None
     return out
+
+
+def _meta_key(cid: str) -> str:
+    """``7``, ``0007`` and ``amos_0007`` name one AMOS case; other ids stand for themselves."""
+    m = _AMOS_ID.match(cid)
+    if cid.isdigit():
+        return f"#{int(cid)}"
+    return f"#{int(m.group(1))}" if m else cid
+
+
+def meta_lookup(
+    meta_map: dict[str, tuple[str, str | None]], case_id: str
+) -> tuple[str, tuple[str, str | None]] | None:
+    """The meta CSV row of ``case_id`` as (key as written, value): exact id first, then a numeric id for AMOS."""
+    if case_id in meta_map:
+        return case_id, meta_map[case_id]
+    m = _AMOS_ID.match(case_id)
+    if m is not None:
+        number = int(m.group(1))
+        for key, value in meta_map.items():
+            if key.isdigit() and int(key) == number:
+                return key, value
+    return None
 
 
 def load_dataset(data_dir: str | os.PathLike[str], meta: str | os.PathLike[str] | None = None) -> Dataset:
@@ -158,13 +185,17 @@ def load_dataset(data_dir: str | os.PathLike[str], meta: str | os.PathLike[str] 
     default_modality = _dataset_modality(spec, ds_json)
     cases = []
     seen: set[str] = set()
+    used_meta: set[str] = set()
     for cid, images, label, split, entry in raw:
         if cid in seen:
             raise InputError(ds_json, f"case id {cid!r} appears more than once")
         seen.add(cid)
-        modality, phase = _route(cid, entry, meta_map, default_modality, ds_json)
+        row = meta_lookup(meta_map, cid)
+        if row is not None:
+            used_meta.add(row[0])
+        modality, phase = _route(cid, entry, row[1] if row else None, default_modality, ds_json)
         cases.append(Case(cid, images, label, modality, phase, split))
-    unknown = sorted(set(meta_map) - seen)
+    unknown = sorted(set(meta_map) - used_meta)
     if unknown:
         log.warning("meta CSV names %d case(s) not in the dataset, e.g. %s", len(unknown), unknown[0])
     cases.sort(key=lambda c: (SPLITS.index(c.split), c.case_id))
@@ -203,11 +234,15 @@ def parse_labels(raw: Any, where: Path) -> dict[int, str]:
     return dict(sorted(out.items()))
 
 
-def _inside(root: Path, rel: str, where: Path) -> Path:
-    """Resolve a dataset.json path, refusing anything that leaves the data folder."""
-    if not isinstance(rel, str) or not rel:
+def _inside(root: Path, rel: Any, where: Path) -> Path:
+    """Join a dataset.json path to the data folder, refusing anything that leaves it.
+
+    The check is on the written path (``..`` and absolute paths), not on where symbolic links lead, so a data
+    folder whose files are links into a shared store keeps working.
+    """
+    if not isinstance(rel, str) or not rel.strip():
         raise InputError(where, f"bad path entry {rel!r}")
-    p = (root / rel).resolve()
+    p = Path(os.path.normpath(root / rel))
     if os.path.isabs(rel) or (p != root and root not in p.parents):
         raise InputError(where, f"path {rel!r} points outside the data folder; refused")
     return p
@@ -243,6 +278,8 @@ def _nnunet_cases(root: Path, spec: dict[str, Any], where: Path) -> list[tuple]:
     if not isinstance(channels, dict) or not channels:
         raise InputError(where, '"channel_names" must be a non-empty object')
     n_ch = len(channels)
+    if "dataset" in spec:
+        return _nnunet_listed_cases(root, spec["dataset"], n_ch, where)
     out = []
     for folder, lab_folder, split in (("imagesTr", "labelsTr", "train"), ("imagesTs", None, "test")):
         img_dir = root / folder
@@ -255,6 +292,22 @@ def _nnunet_cases(root: Path, spec: dict[str, Any], where: Path) -> list[tuple]:
             out.append((cid, images, label, split, {}))
     if not any(split == "train" for *_, split, _ in out):
         raise InputError(root / "imagesTr", f"holds no training images named CASE_0000{ending}")
+    return out
+
+
+def _nnunet_listed_cases(root: Path, listed: Any, n_ch: int, where: Path) -> list[tuple]:
+    """Cases named in nnU-Net's optional ``"dataset"`` key: ``{case: {"images": [...], "label": ...}}``."""
+    if not isinstance(listed, dict) or not listed:
+        raise InputError(where, '"dataset" must be a non-empty object of cases')
+    out = []
+    for cid, entry in sorted(listed.items()):
+        if not isinstance(entry, dict) or not isinstance(entry.get("images"), list) or "label" not in entry:
+            raise InputError(where, f'"dataset" entry {cid!r} needs "images" (a list) and "label"')
+        if len(entry["images"]) != n_ch:
+            raise InputError(where, f'"dataset" entry {cid!r} has {len(entry["images"])} images, '
+                                    f'"channel_names" has {n_ch}')
+        images = tuple(_inside(root, i, where) for i in entry["images"])
+        out.append((str(cid), images, _inside(root, entry["label"], where), "train", entry))
     return out
 
 
@@ -272,13 +325,14 @@ def _dataset_modality(spec: dict[str, Any], where: Path) -> str | None:
 def _route(
     cid: str,
     entry: dict[str, Any],
-    meta_map: dict[str, tuple[str, str | None]],
+    meta_row: tuple[str, str | None] | None,
     default: str | None,
     where: Path,
 ) -> tuple[str, str]:
-    phase = entry.get("phase")
-    if cid in meta_map:
-        modality, meta_phase = meta_map[cid]
+    """Modality and phase of one case: meta CSV, then the entry's keys, then the AMOS id rule, then the default."""
+    phase = str(entry["phase"]).strip() if entry.get("phase") not in (None, "") else None
+    if meta_row is not None:
+        modality, meta_phase = meta_row
         return modality, meta_phase or phase or UNKNOWN_PHASE
     if entry.get("modality"):
         return normalise_modality(str(entry["modality"]), where), phase or UNKNOWN_PHASE

@@ -8,6 +8,7 @@ stored type (AMOS stores uint16, other tools float64); a label with fractional v
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from amos_autoseg.errors import InputError
+from amos_autoseg.io.integrity import nifti_truncation
 from amos_autoseg.utils.atomic import atomic_path
 
 IMAGE_ENDINGS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -75,11 +77,24 @@ class Geometry:
         if not np.allclose(self.spacing, other.spacing, rtol=rtol, atol=0):
             return f"spacing {_fmt(other.spacing)} differs from the image's {_fmt(self.spacing)} mm (z, y, x)"
         scale = max(1.0, float(np.max(np.abs(self.origin))))
-        if not np.allclose(self.origin, other.origin, rtol=0, atol=max(atol_mm, rtol * scale)):
-            return f"origin {_fmt(other.origin)} differs from the image's {_fmt(self.origin)}"
+        atol = max(atol_mm, rtol * scale)
+        hint = ""
+        gaps = np.abs(self.corners()[:, None, :] - other.corners()[None, :, :]).max(axis=2)  # (8, 8)
+        if (gaps.min(axis=0) <= atol).all() and (gaps.min(axis=1) <= atol).all():
+            hint = " (it covers the same box with axes flipped or swapped: reorient it onto the image's grid)"
+        if not np.allclose(self.origin, other.origin, rtol=0, atol=atol):
+            return f"origin {_fmt(other.origin)} differs from the image's {_fmt(self.origin)}{hint}"
         if not np.allclose(self.direction, other.direction, rtol=0, atol=1e-4):
-            return "direction differs from the image's"
+            return f"direction differs from the image's{hint}"
         return None
+
+    def corners(self) -> np.ndarray:
+        """Physical positions (x, y, z) of the 8 corner voxel centres, in a fixed index order, shape (8, 3)."""
+        size_xyz = np.array(self.shape[::-1], dtype=float) - 1.0
+        spacing_xyz = np.array(self.spacing[::-1], dtype=float)
+        direction = np.asarray(self.direction, dtype=float).reshape(3, 3)
+        idx = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=float) * size_xyz
+        return np.asarray(self.origin, dtype=float) + (idx * spacing_xyz) @ direction.T
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -121,15 +136,31 @@ def _read_sitk(path: str | os.PathLike[str]) -> Any:
             img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(path, f"cannot be read ({_first_line(exc)})") from None
+    _check_complete(path)
     _check_3d(path, img.GetDimension(), img.GetSize(), img.GetNumberOfComponentsPerPixel())
     _check_spacing(path, img.GetSpacing())
     return img
 
 
 def _first_line(exc: Exception) -> str:
+    """The useful part of a SimpleITK error: the ITK message without source location and object address."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    # SimpleITK messages start with a source location; the useful part is the last line.
+    lines = [ln for ln in lines if not ln.startswith("Exception thrown in SimpleITK")]
+    for ln in lines:
+        m = re.match(r"^(?:ITK ERROR|sitk::ERROR):\s*(?:\w+\(0x[0-9a-fA-F]+\):\s*)?(.*)$", ln)
+        if m:
+            if m.group(1).startswith("Unable to determine ImageIO reader"):
+                return "not an image format SimpleITK knows, or a corrupt file"
+            return m.group(1)[:200]
     return (lines[-1] if lines else type(exc).__name__)[:200]
+
+
+def _check_complete(path: Path) -> None:
+    """Refuse a NIfTI file shorter than its header says (SimpleITK would read it, zero-filled)."""
+    if path.is_file():
+        problem = nifti_truncation(path)
+        if problem is not None:
+            raise InputError(path, problem)
 
 
 def _check_3d(path: Path, dim: int, size: tuple[int, ...], components: int) -> None:
@@ -156,7 +187,10 @@ def _squeeze_4d(img: Any) -> Any:
 
 
 def read_header(path: str | os.PathLike[str]) -> Geometry:
-    """Read only the header (cheap): shape, spacing, origin, direction. DICOM folders are read in full."""
+    """Read only the header (cheap): shape, spacing, origin, direction. DICOM folders are read in full.
+
+    A NIfTI file shorter than its header announces is refused here already (see :mod:`.integrity`).
+    """
     import SimpleITK as sitk
 
     path = Path(path)
@@ -170,6 +204,7 @@ def read_header(path: str | os.PathLike[str]) -> Geometry:
         reader.ReadImageInformation()
     except RuntimeError as exc:
         raise InputError(path, f"cannot be read ({_first_line(exc)})") from None
+    _check_complete(path)
     size = reader.GetSize()
     _check_3d(path, reader.GetDimension(), size, reader.GetNumberOfComponents())
     _check_spacing(path, reader.GetSpacing())
@@ -193,7 +228,8 @@ def read_image(path: str | os.PathLike[str], check_finite: bool = True) -> tuple
 
     Args:
         path: a NIfTI/NRRD/MHA file or a DICOM series folder.
-        check_finite: raise :class:`InputError` when a voxel is NaN or infinite.
+        check_finite: raise :class:`InputError` when a voxel is NaN or infinite. SimpleITK's NIfTI reader
+            already turns those into 0; :func:`amos_autoseg.io.integrity.nifti_nonfinite` finds them there.
     """
     import SimpleITK as sitk
 
@@ -246,6 +282,10 @@ def write_image(
 
     if tuple(array.shape) != tuple(geometry.shape):
         raise ValueError(f"array shape {array.shape} does not match geometry {geometry.shape}")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    elif array.dtype == np.float16:  # SimpleITK has no half-precision pixel type
+        array = array.astype(np.float32)
     img = sitk.GetImageFromArray(np.ascontiguousarray(array))
     geometry.apply_to(img)
     path = Path(path)
