@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from dataclasses import dataclass, field
 
@@ -150,3 +151,12 @@ def test_input_errors_survive_pickling():
     assert (err.path, err.problem, str(err)) == ("/a/b.nii.gz", "cannot be read", "/a/b.nii.gz: cannot be read")
     many = pickle.loads(pickle.dumps(InputErrors([err, InputError("c", "d")])))
     assert str(many).splitlines() == ["/a/b.nii.gz: cannot be read", "c: d"]
+
+
+def test_atomic_outputs_get_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic.write_text(tmp_path / "f.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
