@@ -4,6 +4,12 @@ Predictions and references are paired by case name. NSD is the surfel-based norm
 `surface-distance`, with the reference's voxel spacing. Next to METRICS_JSON go metrics.csv (one row per case and
 label), report.md (tables per organ and modality, hardest organ first) and report.png (bar charts).
 A reference without prediction is an error (exit 2) unless --allow-missing, which scores it 0.
+
+On a cluster: `--shard K/N` (or a SLURM array, see below) scores only the reference cases whose sorted index is
+K modulo N and writes one part per case to METRICS_JSON.parts/<case>.json, not metrics.json; shards may run at
+the same time. `--merge` then reuses the valid parts, scores any case still lacking one, and writes metrics.json
+and the reports exactly as an unsharded run. Without --shard and --merge, SLURM_ARRAY_TASK_ID and
+SLURM_ARRAY_TASK_COUNT select a shard when set and the array has more than one task.
 """
 from __future__ import annotations
 
@@ -29,21 +35,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-missing", action="store_true",
                    help="score a reference case without prediction 0 instead of failing")
     common.add_workers(p)
+    common.add_shard(p)
+    p.add_argument("--merge", action="store_true",
+                   help="write metrics.json from the parts of sharded runs (scoring the cases that lack one)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from amos_autoseg.errors import UsageError
     from amos_autoseg.evaluation import (
         evaluate_folders,
+        evaluate_shard,
         modality_resolver,
         parse_tolerance,
+        parts_dir_for,
         read_label_set,
         write_reports,
     )
     from amos_autoseg.evaluation.tolerance import check_covers
+    from amos_autoseg.utils.atomic import clean_stale_temps
+    from amos_autoseg.utils.shard import parse_shard
 
+    if args.merge and args.shard is not None:
+        raise UsageError("--merge and --shard exclude each other: merge once after all shards are done")
     labels = read_label_set(args.labels)
     tolerance = parse_tolerance(args.nsd_tolerance_mm)
     check_covers(tolerance, labels, args.nsd_tolerance_mm)
+    parts = parts_dir_for(args.out)
+    shard = None if args.merge else parse_shard(args.shard)
+    if shard is not None and (args.shard is not None or shard.count > 1):
+        done = evaluate_shard(args.pred, args.ref, parts, shard, labels=labels, tolerance=tolerance,
+                              workers=common.workers(args), allow_missing=args.allow_missing)
+        log.info("shard %s: %d case(s) in %s; run `evaluate --merge` with the same arguments once all shards "
+                 "are done", shard, len(done), parts)
+        return 0
+    if args.merge:
+        clean_stale_temps(parts)  # the shards are done: what is left half-written came from a killed one
     metrics = evaluate_folders(
         args.pred,
         args.ref,
@@ -52,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         workers=common.workers(args),
         modality_of=modality_resolver(args.labels, args.meta),
         allow_missing=args.allow_missing,
+        parts_dir=parts if args.merge else None,
     )
     paths = write_reports(metrics, args.out)
     mean = metrics["mean"]

@@ -22,6 +22,7 @@ from amos_autoseg._version import __version__
 COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("synth", "synth", "write a synthetic AMOS-like data folder"),
     ("plan", "plan", "check a data folder, fingerprint it and write the plan and splits"),
+    ("fingerprint", "fingerprint", "fingerprint one shard of the training cases into the plan's cache"),
     ("preprocess", "preprocess", "crop, normalise and resample the training cases of a plan"),
     ("train", "train", "train one fold of a configuration"),
     ("predict", "predict", "segment images with trained folds (sliding window, TTA, ensemble)"),
@@ -31,6 +32,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("preview", "preview", "PNG overlays of segmentations for quality control"),
     ("export", "export", "package trained folds into one model file"),
     ("info", "info", "describe an experiment folder or a model file"),
+    ("cluster", "cluster", "write SLURM batch scripts that run the whole benchmark on a cluster"),
 )
 
 

@@ -6,15 +6,18 @@ on per-organ crops so that a 512x512x100 case with 15 organs takes seconds on on
 Public API:
     evaluate_case(pred, ref, spacing, labels, tolerance_mm) -> {label: {"dsc", "nsd"}}
     evaluate_case_detailed(...) -> (the same, {"ref_labels": [...], "pred_labels": [...]})
-    evaluate_folders(pred_dir, ref_dir, labels, tolerance, workers, modality_of, allow_missing) -> metrics dict
+    evaluate_folders(pred_dir, ref_dir, labels, tolerance, workers, modality_of, allow_missing, parts_dir)
+        -> metrics dict
+    evaluate_shard(pred_dir, ref_dir, parts_dir, shard, ...) -> cases scored into per-case parts (cluster arrays)
     aggregate(per_case, labels, tolerance_mm) -> metrics dict (for in-memory per-case scores)
     write_reports(metrics, out_json) -> metrics.json, metrics.csv, report.md, report.png
 """
 from __future__ import annotations
 
 from amos_autoseg.evaluation.dice import dice
-from amos_autoseg.evaluation.folders import evaluate_folders, modality_resolver, read_label_set
+from amos_autoseg.evaluation.folders import evaluate_folders, evaluate_shard, modality_resolver, read_label_set
 from amos_autoseg.evaluation.metrics import aggregate, evaluate_case, evaluate_case_detailed
+from amos_autoseg.evaluation.parts import parts_dir_for
 from amos_autoseg.evaluation.report import write_reports
 from amos_autoseg.evaluation.surface import surface_dice, surface_distances
 from amos_autoseg.evaluation.tolerance import flare22_path, load_tolerance_file, parse_tolerance
@@ -25,10 +28,12 @@ __all__ = [
     "evaluate_case",
     "evaluate_case_detailed",
     "evaluate_folders",
+    "evaluate_shard",
     "flare22_path",
     "load_tolerance_file",
     "modality_resolver",
     "parse_tolerance",
+    "parts_dir_for",
     "read_label_set",
     "surface_dice",
     "surface_distances",

@@ -20,6 +20,7 @@ from amos_autoseg.evaluation.metrics import Tolerance, aggregate, evaluate_case_
 from amos_autoseg.io.dataset import amos_modality, meta_lookup, normalise_modality, parse_labels, read_meta_csv
 from amos_autoseg.io.image import IMAGE_ENDINGS, strip_ending
 from amos_autoseg.labels import AMOS_SHORT_NAMES
+from amos_autoseg.utils.shard import Shard
 
 log = logging.getLogger(__name__)
 UNKNOWN_MODALITY = "unknown"
@@ -151,6 +152,20 @@ def score_case_files(job: tuple[str, str, str, tuple[int, ...], Tolerance]) -> d
     return {"labels": {str(k): v for k, v in scores.items()}, **presence}
 
 
+def score_case_part(job: tuple[str, str, str, tuple[int, ...], Tolerance, str]) -> dict[str, Any]:
+    """:func:`score_case_files` through the per-case part file (the 6th item): reuse it when still valid, else
+    score the case and write the part (module level, so worker processes can run it)."""
+    from amos_autoseg.evaluation.parts import load_part, part_key, save_part
+
+    case, pred_path, ref_path, labels, tolerance, part = job
+    key = part_key(pred_path, ref_path, labels, tolerance)
+    result = load_part(part, key)
+    if result is None:
+        result = score_case_files((case, pred_path, ref_path, labels, tolerance))
+        save_part(part, case, key, result)
+    return result
+
+
 def _pair(
     pred_dir: Path, ref_dir: Path, allow_missing: bool
 ) -> tuple[dict[str, Path], dict[str, Path], list[str], list[str]]:
@@ -183,6 +198,7 @@ def evaluate_folders(
     workers: int = 0,
     modality_of: ModalityOf = None,
     allow_missing: bool = False,
+    parts_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Score every reference case and return the metrics.json content.
 
@@ -195,6 +211,8 @@ def evaluate_folders(
         modality_of: case -> modality, as a function or a mapping (other cases fall back to the AMOS id rule);
             default the AMOS id rule, ``"unknown"`` for other names.
         allow_missing: score a reference without prediction 0 instead of raising.
+        parts_dir: folder of per-case parts (:mod:`~amos_autoseg.evaluation.parts`) made by
+            :func:`evaluate_shard`: valid parts are reused, the other cases scored and their parts written.
 
     Returns:
         The metrics dict of :func:`~amos_autoseg.evaluation.metrics.aggregate`, plus ``label_names``,
@@ -206,24 +224,20 @@ def evaluate_folders(
     """
     from amos_autoseg.utils.parallel import map_cases
 
-    if labels is None:
-        names = read_label_set(None)
-    elif isinstance(labels, Mapping):
-        names = {int(k): str(v) for k, v in labels.items() if int(k) != 0}
-    else:
-        names = {int(k): AMOS_SHORT_NAMES.get(int(k), f"label {int(k)}") for k in labels if int(k) != 0}
-    if not names:
-        raise ValueError("no foreground label to score")
+    names = _label_names(labels, tolerance)
     label_ids = tuple(sorted(names))
-    if isinstance(tolerance, Mapping):
-        lacking = sorted(set(label_ids) - set(tolerance))
-        if lacking:
-            raise ValueError(f"no NSD tolerance for label(s) {lacking}")
     modality = _modality_function(modality_of)
     preds, refs, missing, extra = _pair(Path(pred_dir), Path(ref_dir), allow_missing)
     scored = sorted(set(refs) - set(missing))
-    jobs = [(c, str(preds[c]), str(refs[c]), label_ids, tolerance) for c in scored]
-    results = map_cases(score_case_files, jobs, workers, desc="evaluate")
+    if parts_dir is None:
+        jobs = [(c, str(preds[c]), str(refs[c]), label_ids, tolerance) for c in scored]
+        results = map_cases(score_case_files, jobs, workers, desc="evaluate")
+    else:
+        from amos_autoseg.evaluation.parts import part_path
+
+        parted = [(c, str(preds[c]), str(refs[c]), label_ids, tolerance, str(part_path(parts_dir, c)))
+                  for c in scored]
+        results = map_cases(score_case_part, parted, workers, desc="evaluate")
     per_case: dict[str, dict[str, Any]] = {}
     for case, result in zip(scored, results):
         per_case[case] = {"modality": modality(case), **result}
@@ -236,3 +250,55 @@ def evaluate_folders(
     metrics["missing_predictions"] = missing
     metrics["extra_predictions"] = extra
     return metrics
+
+
+def _label_names(labels: Sequence[int] | Mapping[int, str] | None, tolerance: Tolerance) -> dict[int, str]:
+    """Foreground label id -> name, checked against the tolerance."""
+    if labels is None:
+        names = read_label_set(None)
+    elif isinstance(labels, Mapping):
+        names = {int(k): str(v) for k, v in labels.items() if int(k) != 0}
+    else:
+        names = {int(k): AMOS_SHORT_NAMES.get(int(k), f"label {int(k)}") for k in labels if int(k) != 0}
+    if not names:
+        raise ValueError("no foreground label to score")
+    if isinstance(tolerance, Mapping):
+        lacking = sorted(set(names) - set(tolerance))
+        if lacking:
+            raise ValueError(f"no NSD tolerance for label(s) {lacking}")
+    return names
+
+
+def evaluate_shard(
+    pred_dir: str | os.PathLike[str],
+    ref_dir: str | os.PathLike[str],
+    parts_dir: str | os.PathLike[str],
+    shard: Shard,
+    labels: Sequence[int] | Mapping[int, str] | None = None,
+    tolerance: Tolerance = 1.0,
+    workers: int = 0,
+    allow_missing: bool = False,
+) -> list[str]:
+    """Score this shard's reference cases (index in the sorted reference list K modulo N) into ``parts_dir``.
+
+    Valid parts are kept; cases without prediction (with ``allow_missing``) get no part, :func:`evaluate_folders`
+    scores them 0 at the merge. Shards of one evaluation may run at the same time.
+
+    Returns:
+        The cases of this shard that now have a part.
+
+    Raises:
+        InputError: as :func:`evaluate_folders` (the pairing is checked over all cases in every shard).
+    """
+    from amos_autoseg.evaluation.parts import part_path
+    from amos_autoseg.utils.atomic import clean_stale_temps_of
+    from amos_autoseg.utils.parallel import map_cases
+
+    label_ids = tuple(sorted(_label_names(labels, tolerance)))
+    preds, refs, missing, _ = _pair(Path(pred_dir), Path(ref_dir), allow_missing)
+    mine = [c for c in shard.select(sorted(refs)) if c not in missing]
+    clean_stale_temps_of(parts_dir, mine)  # a killed run's leftovers of these cases; other shards may be writing
+    jobs = [(c, str(preds[c]), str(refs[c]), label_ids, tolerance, str(part_path(parts_dir, c))) for c in mine]
+    map_cases(score_case_part, jobs, workers, desc="evaluate")
+    log.info("evaluation shard %s: %d of %d case(s) scored into %s", shard, len(mine), len(refs), parts_dir)
+    return mine

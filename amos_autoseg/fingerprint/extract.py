@@ -29,7 +29,7 @@ from amos_autoseg.errors import InputError
 from amos_autoseg.fingerprint.model import CaseFingerprint, Fingerprint, IntensityStats
 from amos_autoseg.io.dataset import Case, Dataset
 from amos_autoseg.io.image import read_image, read_label
-from amos_autoseg.utils.atomic import atomic_path, clean_stale_temps
+from amos_autoseg.utils.atomic import atomic_path, clean_stale_temps, clean_stale_temps_of
 from amos_autoseg.utils.parallel import map_cases
 
 log = logging.getLogger(__name__)
@@ -182,6 +182,46 @@ def extract_fingerprint(
     cached = sum(r.from_cache for r in results)
     log.info("fingerprint: %d case(s), %d from the cache, %d samples each", len(results), cached, num_samples)
     return _aggregate(dataset, results, num_samples)
+
+
+def cache_cases(
+    dataset: Dataset,
+    case_ids: Sequence[str],
+    workers: int,
+    cache_dir: Path,
+    samples_total: int = 10**8,
+) -> int:
+    """Compute the cache entries of some labelled training cases (one shard of a cluster job).
+
+    The per-case sample count is that of the whole dataset, so a later :func:`extract_fingerprint` with the same
+    ``cache_dir`` and ``samples_total`` finds these entries valid and only reads them. Entries already valid are
+    kept, so running a shard twice, or two shards at once, is safe (each entry is written atomically).
+
+    Args:
+        dataset: the data folder.
+        case_ids: ids of the cases to do; ids that are not labelled training cases are an error.
+        workers: worker processes; 0 runs serially.
+        cache_dir: the cache folder :func:`extract_fingerprint` will read (``EXP/fingerprint_cases``).
+        samples_total: as for :func:`extract_fingerprint`.
+
+    Returns:
+        How many of the cases were computed (the rest were valid in the cache).
+
+    Raises:
+        InputError: no labelled training case, an unknown case id, or an input file that cannot be read.
+    """
+    cases = [c for c in dataset.training if c.label is not None]
+    if not cases:
+        raise InputError(dataset.root / "dataset.json", "lists no labelled training case; nothing to fingerprint")
+    by_id = {c.case_id: c for c in cases}
+    unknown = sorted(set(case_ids) - set(by_id))
+    if unknown:
+        raise InputError(dataset.root / "dataset.json", f"has no labelled training case {unknown[0]!r}")
+    num_samples = int(samples_total // len(cases))
+    clean_stale_temps_of(cache_dir, case_ids)  # only this shard's: other shards may be writing theirs right now
+    jobs = [_Job(by_id[c], num_samples, Path(cache_dir) / f"{c}.npz") for c in case_ids]
+    results = map_cases(_run_job, jobs, workers, desc="fingerprint")
+    return sum(not r.from_cache for r in results)
 
 
 def _aggregate(dataset: Dataset, results: Sequence[CaseResult], num_samples: int) -> Fingerprint:

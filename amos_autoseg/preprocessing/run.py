@@ -139,10 +139,11 @@ def preprocess_experiment(
     plans.configuration(config)  # fail early on a bad name
     out_dir = paths.preprocessed(config)
     out_dir.mkdir(parents=True, exist_ok=True)
-    removed = atomic.clean_stale_temps(out_dir)
+    mine = shard.select(training_cases(paths))
+    # Only this shard's leftovers: other shards write into the same folder at the same time.
+    removed = atomic.clean_stale_temps_of(out_dir, [c.case_id for c in mine])
     if removed:
         log.info("removed %d unfinished file(s) of an interrupted run", removed)
-    mine = shard.select(training_cases(paths))
     todo = [c for c in mine if not storage.is_done(out_dir, c.case_id)]
     log.info("preprocess %s: %d case(s) in shard %s, %d already done, %d to do, %d worker(s)",
              config, len(mine), shard, len(mine) - len(todo), len(todo), workers)

@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,25 @@ def clean_stale_temps(folder: str | os.PathLike[str]) -> int:
         return 0
     for p in folder.iterdir():
         if p.name.startswith(TMP_PREFIX) and p.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                n += 1
+    return n
+
+
+def clean_stale_temps_of(folder: str | os.PathLike[str], stems: Iterable[str]) -> int:
+    """Remove the temporary files left in ``folder`` for outputs named ``<stem>.*`` or ``<stem>_*`` only.
+
+    Shards of one stage write into one folder at the same time, so a shard must not take another's unfinished
+    files for stale ones: it cleans only those of its own cases (``stems``: their ids). Returns how many.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    prefixes = tuple(f"{TMP_PREFIX}{stem}{sep}" for stem in stems for sep in (".", "_"))
+    n = 0
+    for p in folder.iterdir():
+        if p.name.startswith(prefixes) and p.is_file():
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
                 n += 1
