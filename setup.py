@@ -38,7 +38,7 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "surface-distance>=0.1"],
+        "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "surface-distance>=0.1", "jsonschema>=4"],
         "dicom": ["pydicom>=2.3"],
     },
     entry_points={"console_scripts": ["amos-autoseg=amos_autoseg.cli.main:console"]},

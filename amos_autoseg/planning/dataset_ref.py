@@ -1,0 +1,60 @@
+"""``EXP/dataset_ref.json``: which data folder (and metadata CSV) an experiment was planned from.
+
+Preprocess, train and predict read the data through this record instead of asking for DATA_DIR again; the
+case ids let them notice when the folder has changed since planning.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from amos_autoseg.errors import InputError
+from amos_autoseg.utils import atomic
+from amos_autoseg.utils.dataclass_json import SchemaError, from_jsonable, to_jsonable
+
+DATASET_REF_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """Where the planned data lives.
+
+    Attributes:
+        data_dir: absolute path of DATA_DIR.
+        meta: absolute path of the ``--meta`` CSV, or ``None``.
+        layout: ``"amos"`` or ``"nnunet"``.
+        case_ids: the training cases the plan and splits were made from, sorted.
+        modalities: case id -> ``"CT"``/``"MRI"`` for those cases.
+    """
+
+    data_dir: str
+    meta: str | None
+    layout: str
+    case_ids: list[str]
+    modalities: dict[str, str]
+    schema_version: int = DATASET_REF_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return to_jsonable(self)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        atomic.write_json(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> DatasetRef:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(path, "not found; run `amos-autoseg plan` first")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(path, f"is not valid JSON ({exc})") from None
+        if not isinstance(data, dict) or data.get("schema_version") != DATASET_REF_VERSION:
+            raise InputError(path, f"not a dataset reference of schema version {DATASET_REF_VERSION}; re-run plan")
+        try:
+            return from_jsonable(cls, data)
+        except SchemaError as exc:
+            raise InputError(path, f"does not fit the dataset reference schema: {exc}") from None
