@@ -1,4 +1,9 @@
-"""Train one fold of a configuration on the preprocessed data."""
+"""Train one fold of a configuration on the preprocessed data.
+
+Writes EXP/<config>/fold_<k>/: checkpoint_latest.pt (every epoch), checkpoint_final.pt, log.csv, progress.png,
+resolved_config.json and validation/metrics.json. Several GPUs or nodes: start it with torchrun, e.g.
+`torchrun --nproc-per-node 4 -m amos_autoseg train EXP --fold 0`.
+"""
 from __future__ import annotations
 
 import argparse
@@ -13,9 +18,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
     p.add_argument("--epochs", type=int, default=None, help="override the plan's epoch count")
     p.add_argument("--iters-per-epoch", type=int, default=None, help="override iterations per epoch")
-    p.add_argument("--resume", action="store_true", help="continue from checkpoint_latest.pt")
-    common.add_workers(p)
+    p.add_argument("--val-iters", type=int, default=None,
+                   help="override validation batches per epoch (online pseudo-Dice; 0 turns it off)")
+    p.add_argument("--resume", action="store_true", help="continue from checkpoint_latest.pt (a re-run does so anyway when one exists; with --resume a missing checkpoint is only a warning)")
+    p.add_argument("--seed", type=int, default=None, help="override the plan's training seed")
+    p.add_argument("--compile", dest="compile", action="store_true", default=None,
+                   help="torch.compile the network (default: the plan's setting)")
+    p.add_argument("--no-compile", dest="compile", action="store_false", help="do not torch.compile")
+    p.add_argument("--stop-after-epoch", type=int, default=None, metavar="E",
+                   help="end this run once E epochs are complete (continue later with --resume)")
+    p.add_argument("--no-validation", action="store_true",
+                   help="skip the sliding-window validation of the fold's cases at the end")
+    p.add_argument("--workers", type=int, default=None, metavar="W",
+                   help="data-loading worker processes; 0 loads in the training process "
+                        "(default: CPUs, at most 8)")
 
 
 def run(args: argparse.Namespace) -> int:
-    return common.not_built("train", 5)
+    from pathlib import Path
+
+    from amos_autoseg.training.fold import train_fold
+    from amos_autoseg.training.options import TrainOptions
+
+    opts = TrainOptions(
+        exp=Path(args.exp), fold=str(args.fold), config=args.config, device=args.device, epochs=args.epochs,
+        iterations_per_epoch=args.iters_per_epoch, val_iterations_per_epoch=args.val_iters, seed=args.seed,
+        compile=args.compile, resume=args.resume, workers=common.workers(args),
+        stop_after_epoch=args.stop_after_epoch, validate=not args.no_validation,
+    )
+    train_fold(opts)
+    return 0

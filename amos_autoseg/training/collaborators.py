@@ -1,0 +1,104 @@
+"""The pieces training takes from other stages, behind small callables so tests can swap in fakes.
+
+The defaults import the real stages lazily: the network (``amos_autoseg.network``), preprocessed storage
+(``amos_autoseg.preprocessing.storage``), batches and augmentation (``amos_autoseg.data.batches``,
+``amos_autoseg.augmentation``) and the final validation (``amos_autoseg.training.validation``).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from amos_autoseg.planning.plans import NetworkPlan
+
+BatchStream = Callable[[int, int], Iterable[Mapping[str, Any]]]
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """What a batch stream is asked to produce.
+
+    Attributes:
+        folder: preprocessed data of the configuration.
+        case_ids: cases to sample from.
+        patch_size: patch per axis.
+        batch_size: the global batch (the stream yields this rank's share of it).
+        oversample_foreground: fraction of forced-foreground samples.
+        seed: seed of the stream; batch ``step`` depends only on (seed, step).
+        augment: training augmentation on (validation streams: off).
+        mirror_axes: axes mirroring augmentation may flip.
+        rank, world_size: this process's place in a DDP job.
+        workers: loader worker processes (0: in this process).
+        pin_memory: pin batches for faster host-to-GPU copies.
+    """
+
+    folder: Path
+    case_ids: list[str]
+    patch_size: list[int]
+    batch_size: int
+    oversample_foreground: float
+    seed: int
+    augment: bool
+    mirror_axes: list[int] = field(default_factory=list)
+    rank: int = 0
+    world_size: int = 1
+    workers: int = 0
+    pin_memory: bool = False
+
+
+def _build_network(plan: NetworkPlan, in_channels: int, num_classes: int,
+                   deep_supervision: bool | None = None) -> nn.Module:
+    from amos_autoseg.network import build_network
+
+    return build_network(plan, in_channels, num_classes, deep_supervision=deep_supervision)
+
+
+def _set_deep_supervision(model: nn.Module, enabled: bool) -> None:
+    from amos_autoseg.network import set_deep_supervision
+
+    set_deep_supervision(model, enabled)
+
+
+def _in_channels(folder: Path, case_id: str) -> int:
+    from amos_autoseg.preprocessing.storage import open_case
+
+    case = open_case(folder, case_id)
+    return int(case.data.shape[0])
+
+
+def _batch_stream(spec: StreamSpec) -> BatchStream:
+    from amos_autoseg.augmentation import config_for
+    from amos_autoseg.data.batches import BatchLoader, BatchSource
+    from amos_autoseg.preprocessing.storage import open_case
+
+    augment = config_for(spec.patch_size, spec.mirror_axes) if spec.augment else None
+    source = BatchSource(partial(open_case, spec.folder), spec.case_ids, spec.patch_size, spec.batch_size,
+                         spec.oversample_foreground, spec.seed, augment, rank=spec.rank,
+                         world_size=spec.world_size)
+
+    def stream(start_step: int, num_steps: int) -> Iterable[Mapping[str, Any]]:
+        return BatchLoader(source, start_step, num_steps, spec.workers, pin_memory=spec.pin_memory)
+
+    return stream
+
+
+def _validate(**kwargs: Any) -> dict[str, Any] | None:
+    from amos_autoseg.training.validation import validate_fold
+
+    return validate_fold(**kwargs)
+
+
+@dataclass(frozen=True)
+class Collaborators:
+    """Factories training calls; every field has the real stage as its default."""
+
+    build_network: Callable[..., nn.Module] = _build_network
+    set_deep_supervision: Callable[[nn.Module, bool], None] = _set_deep_supervision
+    in_channels: Callable[[Path, str], int] = _in_channels
+    batch_stream: Callable[[StreamSpec], BatchStream] = _batch_stream
+    validate: Callable[..., dict[str, Any] | None] = _validate

@@ -1,0 +1,211 @@
+"""Train one fold: resolve the recipe, build the collaborators, run the loop, validate, clean up.
+
+This is the composition root of training; the loop itself (:mod:`amos_autoseg.training.loop`) knows nothing of
+files, plans or stages. Only rank 0 writes, and only inside ``EXP/<config>/fold_<k>/``, so folds started as
+independent jobs never touch each other's files.
+"""
+from __future__ import annotations
+
+import json
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from amos_autoseg.errors import InputError, UsageError
+from amos_autoseg.experiment import ExperimentPaths
+from amos_autoseg.planning.plans import Plans, TrainingPlan
+from amos_autoseg.training import checkpoint as ckpt
+from amos_autoseg.training import ddp, rng
+from amos_autoseg.training.amp import make_scaler, resolve_precision
+from amos_autoseg.training.collaborators import Collaborators, StreamSpec
+from amos_autoseg.training.loop import LoopParts, LoopSettings, TrainState, run_training
+from amos_autoseg.training.loss import build_loss
+from amos_autoseg.training.metrics_log import EpochRecord, TrainingLog
+from amos_autoseg.training.options import TrainOptions, fold_cases, resolve_training, resolved_config
+from amos_autoseg.training.schedule import build_optimizer
+from amos_autoseg.training.step import StepParts
+from amos_autoseg.utils import atomic
+
+log = logging.getLogger(__name__)
+
+# stream ids mixed into the seed: one stream of batches for training and one for validation
+_TRAIN_STREAM, _VAL_STREAM, _PROCESS_RNG = 1, 2, 3
+
+
+@dataclass
+class FoldResult:
+    """What a call of :func:`train_fold` left behind."""
+
+    fold_dir: Path
+    epochs_done: int
+    finished: bool
+    metrics: dict[str, Any] | None
+
+
+def train_fold(opts: TrainOptions, collab: Collaborators | None = None) -> FoldResult:
+    """Train (or continue) one fold as ``opts`` asks; under torchrun, every rank calls this."""
+    ctx = ddp.init_from_env(opts.device)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        return _train(opts, collab or Collaborators(), ctx)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)  # leave the caller's process as it was
+        ddp.shutdown(ctx)
+
+
+def _train(opts: TrainOptions, collab: Collaborators, ctx: ddp.DistContext) -> FoldResult:
+    paths = ExperimentPaths.at(opts.exp)
+    plans = Plans.load(paths.plans)
+    cfg = plans.configuration(opts.config)
+    training = resolve_training(plans.training, opts)
+    ddp.split_batch(cfg.batch_size, ctx.world_size, ctx.rank)  # refuses a global batch smaller than the job
+    train_ids, val_ids = fold_cases(paths.splits, opts.fold)
+    folder = paths.require(paths.preprocessed(opts.config), f"run `amos-autoseg preprocess {opts.exp}` first")
+    fold_dir = paths.fold_dir(opts.config, opts.fold)
+    resume_from = _checkpoint_to_resume(fold_dir, opts, plans)
+    ddp.barrier(ctx)  # every rank has decided before rank 0 writes anything
+
+    base = rng.derive_seed(training.seed, rng.fold_code(opts.fold))
+    rng.set_determinism(ctx.device)
+    rng.seed_everything(base)  # same initial weights on every rank
+    model = collab.build_network(cfg.network, collab.in_channels(folder, train_ids[0]), plans.num_classes,
+                                 deep_supervision=True).to(ctx.device)
+    optimizer = build_optimizer(model.parameters(), training.initial_lr, training.momentum, training.weight_decay)
+    precision = resolve_precision(training.mixed_precision, ctx.device)
+    scaler = make_scaler(precision)
+    state, train_log = TrainState(), TrainingLog()
+    rng.seed_everything(rng.derive_seed(base, _PROCESS_RNG, ctx.rank))
+    if resume_from is not None:
+        state, train_log = _restore(resume_from, model, optimizer, scaler, ctx)
+        log.info("resuming %s at epoch %d (step %d)", fold_dir, state.epoch, state.global_step)
+    if state.epoch > training.epochs:
+        raise UsageError(f"{fold_dir / ckpt.LATEST}: already {state.epoch} epochs, more than --epochs "
+                         f"{training.epochs}")
+
+    if ctx.is_main:
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        atomic.clean_stale_temps(fold_dir)
+        atomic.write_json(fold_dir / "resolved_config.json", resolved_config(
+            training, opts, device=str(ctx.device), world_size=ctx.world_size, precision=precision.name,
+            train_cases=len(train_ids), val_cases=len(val_ids), start_epoch=state.epoch))
+
+    trained = _wrap(model, training, ctx)
+    gather = ddp.all_gather_with_grad if ctx.distributed and cfg.batch_dice else None
+    loss_fn = build_loss(cfg.batch_dice, training.dice_weight, training.ce_weight, gather=gather)
+    step = StepParts(trained, loss_fn, optimizer, scaler, precision, training.grad_clip_norm, ctx.device)
+
+    def stream(ids: list[str], stream_id: int, augment: bool, workers: int) -> Any:
+        return collab.batch_stream(StreamSpec(
+            folder, ids, list(cfg.patch_size), cfg.batch_size, training.oversample_foreground,
+            rng.derive_seed(base, stream_id), augment, list(training.mirror_axes), ctx.rank, ctx.world_size,
+            workers, ctx.device.type == "cuda"))
+
+    def save(state: TrainState, name: str) -> None:
+        payload = _payload(model, optimizer, scaler, state, opts, plans, training, train_log, base)
+        ckpt.save_checkpoint(fold_dir / name, payload)
+
+    def on_epoch_end(state: TrainState, record: EpochRecord) -> None:
+        if ctx.is_main:
+            save(state, ckpt.LATEST)
+            train_log.write(fold_dir)
+
+    start_epoch = state.epoch
+
+    def on_train_end(state: TrainState) -> None:
+        final_is_current = (fold_dir / ckpt.FINAL).exists() and state.epoch == start_epoch
+        if ctx.is_main and state.epoch == training.epochs and not final_is_current:
+            save(state, ckpt.FINAL)
+        ddp.barrier(ctx)
+
+    parts = LoopParts(step, stream(train_ids, _TRAIN_STREAM, True, opts.workers),
+                      stream(val_ids, _VAL_STREAM, False, max(0, opts.workers // 2)), plans.num_classes, ctx,
+                      train_log, on_epoch_end=on_epoch_end, on_train_end=on_train_end)
+    settings = LoopSettings(training.epochs, training.iterations_per_epoch, training.val_iterations_per_epoch,
+                            training.initial_lr, training.poly_exponent, opts.stop_after_epoch)
+    state = run_training(parts, settings, state)
+    finished = state.epoch == training.epochs
+    metrics = None
+    done_metrics = fold_dir / "validation" / "metrics.json"
+    if finished and opts.validate and resume_from is not None and done_metrics.is_file():
+        log.info("%s is trained and validated already", fold_dir)
+        metrics = json.loads(done_metrics.read_text(encoding="utf-8"))
+    elif finished and opts.validate:
+        collab.set_deep_supervision(model, False)
+        model.eval()
+        metrics = collab.validate(model=model, plans=plans, config=opts.config, case_ids=val_ids,
+                                  folder=folder, paths=paths, out_dir=fold_dir / "validation",
+                                  mirror_axes=list(training.mirror_axes), precision=precision, ctx=ctx)
+    return FoldResult(fold_dir, state.epoch, finished, metrics)
+
+
+def _checkpoint_to_resume(fold_dir: Path, opts: TrainOptions, plans: Plans) -> dict[str, Any] | None:
+    latest = fold_dir / ckpt.LATEST
+    if not latest.exists():
+        if opts.resume:
+            log.warning("--resume: %s not found; starting from scratch", latest)
+        return None
+    if not opts.resume:  # CONTRACT.md: re-running the same command picks up where the last run stopped
+        log.info("%s exists: continuing it (remove the fold folder to start over)", latest)
+    data = ckpt.load_checkpoint(latest)
+    if data["config"] != opts.config or data["fold"] != str(opts.fold):
+        raise InputError(latest, f"belongs to {data['config']} fold {data['fold']}, not {opts.config} "
+                                 f"fold {opts.fold}")
+    if data["plans"] != plans.to_json():
+        raise InputError(latest, "was trained with another plans.json; restore that plan or start over")
+    return data
+
+
+def _restore(data: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+             scaler: torch.amp.GradScaler, ctx: ddp.DistContext) -> tuple[TrainState, TrainingLog]:
+    model.load_state_dict(data["model"])
+    optimizer.load_state_dict(data["optimizer"])
+    if data["grad_scaler"]:  # empty when the run that saved it trained without a scaler
+        scaler.load_state_dict(data["grad_scaler"])
+    if ctx.is_main:  # the checkpoint holds rank 0's generators; other ranks keep their derived seeds
+        rng.restore_rng_state(data["rng"])
+    train_log = TrainingLog.from_state(data["log"])
+    train_log.truncate(int(data["epoch"]))
+    return TrainState(int(data["epoch"]), int(data["global_step"])), train_log
+
+
+def _wrap(model: nn.Module, training: TrainingPlan, ctx: ddp.DistContext) -> nn.Module:
+    out: nn.Module = model
+    if training.compile:
+        out = torch.compile(model)  # type: ignore[assignment]
+    if ctx.distributed:
+        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        out = nn.parallel.DistributedDataParallel(out, device_ids=ids)
+    return out
+
+
+def _payload(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+             state: TrainState, opts: TrainOptions, plans: Plans, training: TrainingPlan, train_log: TrainingLog,
+             base_seed: int) -> dict[str, Any]:
+    from amos_autoseg.utils.dataclass_json import to_jsonable
+
+    return {
+        "format": ckpt.FORMAT,
+        "model": ckpt.unwrap_model(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "grad_scaler": scaler.state_dict(),
+        "epoch": state.epoch,
+        "global_step": state.global_step,
+        "config": opts.config,
+        "fold": str(opts.fold),
+        "plans": plans.to_json(),
+        "mirror_axes": list(training.mirror_axes),
+        "training": to_jsonable(training),
+        "rng": {**rng.capture_rng_state(),
+                "data": {"base_seed": base_seed,
+                         "train_seed": rng.derive_seed(base_seed, _TRAIN_STREAM),
+                         "val_seed": rng.derive_seed(base_seed, _VAL_STREAM),
+                         "next_train_step": state.global_step,
+                         "next_val_step": state.epoch * training.val_iterations_per_epoch,
+                         "workers": opts.workers}},
+        "log": train_log.state(),
+    }

@@ -1,0 +1,186 @@
+"""The training loop: a fixed hook sequence over injected collaborators (no trainer class to subclass).
+
+Sequence, as in nnU-Net's ``run_training``: ``on_train_start`` -> per epoch { set the poly learning rate ->
+``iterations_per_epoch`` training steps -> ``val_iterations_per_epoch`` validation steps under ``no_grad`` ->
+record (loss, pseudo-Dice, EMA) -> ``on_epoch_end`` (checkpoint, log.csv, progress.png) } -> ``on_train_end``.
+
+Batches come from two streams called with ``(start_step, num_steps)``; a stream must give the same batches for the
+same steps, which is what makes a resumed run equal the uninterrupted one: the loop restarts the training stream at
+``TrainState.global_step`` and the validation stream at ``epoch * val_iterations_per_epoch``. A stream with a
+``close()`` method (a loader with worker processes) is closed when the loop ends or fails.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from amos_autoseg.training.ddp import DistContext, all_reduce_sum
+from amos_autoseg.training.metrics_log import EpochRecord, TrainingLog
+from amos_autoseg.training.online_dice import PseudoDice
+from amos_autoseg.training.schedule import poly_lr, set_lr
+from amos_autoseg.training.step import StepParts, train_step, val_step
+
+log = logging.getLogger(__name__)
+
+Batch = Mapping[str, Any]
+BatchStream = Callable[[int, int], Iterable[Batch]]
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """Lengths and schedule of a run.
+
+    Attributes:
+        epochs: total epochs of the run (the poly schedule spans them).
+        iterations_per_epoch: training steps per epoch.
+        val_iterations_per_epoch: validation batches per epoch (0: no online validation).
+        initial_lr: learning rate of epoch 0.
+        poly_exponent: exponent of the poly decay.
+        stop_after_epoch: leave the loop once this many epochs are complete (a time-limited job); ``None``: run all.
+        show_progress: draw a progress bar on rank 0 when stderr is a terminal.
+    """
+
+    epochs: int
+    iterations_per_epoch: int
+    val_iterations_per_epoch: int
+    initial_lr: float
+    poly_exponent: float
+    stop_after_epoch: int | None = None
+    show_progress: bool = True
+
+
+@dataclass(frozen=True)
+class TrainState:
+    """Where the run stands: completed epochs and optimiser steps."""
+
+    epoch: int = 0
+    global_step: int = 0
+
+
+def _noop(*_: Any) -> None:
+    return None
+
+
+@dataclass
+class LoopParts:
+    """The collaborators of the loop.
+
+    Attributes:
+        step: model, loss, optimiser, scaler, precision and device (see :class:`StepParts`).
+        train_batches: training batch stream ``(start_step, num_steps) -> batches``.
+        val_batches: validation batch stream, same contract.
+        num_classes: network output channels (for the pseudo-Dice).
+        ctx: distributed context (losses and Dice counts are reduced over ranks).
+        log: the epoch records, continued on resume.
+        on_train_start: called with the state before the first epoch.
+        on_epoch_end: called with the new state and the epoch's record (checkpointing, log files).
+        on_train_end: called with the final state.
+    """
+
+    step: StepParts
+    train_batches: BatchStream
+    val_batches: BatchStream
+    num_classes: int
+    ctx: DistContext
+    log: TrainingLog = field(default_factory=TrainingLog)
+    on_train_start: Callable[[TrainState], None] = _noop
+    on_epoch_end: Callable[[TrainState, EpochRecord], None] = _noop
+    on_train_end: Callable[[TrainState], None] = _noop
+
+
+def run_training(parts: LoopParts, settings: LoopSettings, state: TrainState = TrainState()) -> TrainState:
+    """Train from ``state`` until ``settings.epochs`` (or ``stop_after_epoch``) epochs are complete.
+
+    One training and one validation stream are opened for the whole run (loader workers start once), and each
+    epoch takes its batches from them.
+    """
+    parts.on_train_start(state)
+    last = settings.epochs if settings.stop_after_epoch is None else min(settings.epochs, settings.stop_after_epoch)
+    if state.epoch < last:
+        todo = last - state.epoch
+        train = parts.train_batches(state.global_step, todo * settings.iterations_per_epoch)
+        val = parts.val_batches(state.epoch * settings.val_iterations_per_epoch,
+                                todo * settings.val_iterations_per_epoch)
+        try:
+            train_it, val_it = iter(train), iter(val)
+            while state.epoch < last:
+                state = run_epoch(parts, settings, state, train_it, val_it)
+        finally:
+            for stream in (train, val):
+                close = getattr(stream, "close", None)
+                if callable(close):
+                    close()
+    parts.on_train_end(state)
+    return state
+
+
+def run_epoch(parts: LoopParts, settings: LoopSettings, state: TrainState, train: Iterator[Batch],
+              val: Iterator[Batch]) -> TrainState:
+    """One epoch: training steps, validation steps, record, ``on_epoch_end``. Returns the new state."""
+    lr = poly_lr(state.epoch, settings.epochs, settings.initial_lr, settings.poly_exponent)
+    set_lr(parts.step.optimizer, lr)
+    start = time.perf_counter()
+    train_loss = _train_epoch(parts, settings, state, train)
+    val_loss, dice = _validate_epoch(parts, settings, val)
+    seconds = time.perf_counter() - start
+    new_state = replace(state, epoch=state.epoch + 1,
+                        global_step=state.global_step + settings.iterations_per_epoch)
+    record = parts.log.add(state.epoch, lr, train_loss, val_loss, dice, seconds, settings.iterations_per_epoch)
+    if parts.ctx.is_main:
+        log.info("epoch %d/%d: lr %.5f, train loss %.4f, val loss %.4f, pseudo Dice %.4f (EMA %.4f), %.1f s",
+                 state.epoch + 1, settings.epochs, lr, train_loss, val_loss, record.mean_fg_dice,
+                 record.ema_fg_dice, seconds)
+    parts.on_epoch_end(new_state, record)
+    return new_state
+
+
+def _take(batches: Iterator[Batch], n: int, what: str) -> Iterator[Batch]:
+    for i in range(n):
+        try:
+            yield next(batches)
+        except StopIteration:
+            raise RuntimeError(f"the {what} stream ended after {i} of {n} batches") from None
+
+
+def _train_epoch(parts: LoopParts, settings: LoopSettings, state: TrainState, batches: Iterator[Batch]) -> float:
+    parts.step.model.train()
+    n = settings.iterations_per_epoch
+    bar = _bar(_take(batches, n, "training"), n, f"epoch {state.epoch + 1}",
+               settings.show_progress and parts.ctx.is_main)
+    losses = [train_step(parts.step, batch) for batch in bar]
+    return _mean_over_ranks(losses, parts.ctx)
+
+
+def _validate_epoch(parts: LoopParts, settings: LoopSettings, batches: Iterator[Batch]) -> tuple[float, list[float]]:
+    n = settings.val_iterations_per_epoch
+    dice = PseudoDice(parts.num_classes)
+    if n <= 0:
+        return float("nan"), dice.result(parts.ctx)
+    parts.step.model.eval()
+    losses = [val_step(parts.step, batch, dice) for batch in _take(batches, n, "validation")]
+    parts.step.model.train()
+    return _mean_over_ranks(losses, parts.ctx), dice.result(parts.ctx)
+
+
+def _mean_over_ranks(losses: list[torch.Tensor], ctx: DistContext) -> float:
+    if not losses:
+        return float("nan")
+    total = torch.stack([x.float() for x in losses]).sum().reshape(1).to(torch.float64)
+    count = torch.tensor([float(len(losses))], dtype=torch.float64, device=total.device)
+    both = all_reduce_sum(torch.cat([total, count]).to(ctx.device), ctx)
+    return float(both[0] / both[1])
+
+
+def _bar(batches: Iterable[Batch], total: int, desc: str, show: bool) -> Iterator[Batch]:
+    if show and sys.stderr.isatty() and total > 1:
+        from tqdm import tqdm
+
+        yield from tqdm(batches, total=total, desc=desc, leave=False, dynamic_ncols=True)
+    else:
+        yield from batches

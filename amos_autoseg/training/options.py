@@ -1,0 +1,114 @@
+"""What a training run was asked to do (flags), and the recipe it resolves to (plan + flags).
+
+The resolved values are written to ``EXP/<config>/fold_<k>/resolved_config.json`` at the start of every run, so a
+fold folder always says which epochs, learning rate, precision, device and world size produced it.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from amos_autoseg.errors import InputError, UsageError
+from amos_autoseg.planning.plans import TrainingPlan
+from amos_autoseg.utils.dataclass_json import to_jsonable
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The request of one ``amos-autoseg train`` run.
+
+    Attributes:
+        exp: experiment folder.
+        fold: ``"0"``..``"4"`` (an index into ``splits.json``) or ``"all"``.
+        config: configuration name of the plan.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        epochs, iterations_per_epoch, val_iterations_per_epoch, seed: override the plan when not ``None``.
+        compile: override ``TrainingPlan.compile`` when not ``None``.
+        resume: continue from ``checkpoint_latest.pt``.
+        workers: data-loading worker processes (0: in the training process).
+        stop_after_epoch: end this process after that many completed epochs (time-limited jobs).
+        validate: run the sliding-window validation of the fold's validation cases at the end.
+    """
+
+    exp: Path
+    fold: str
+    config: str = "3d_fullres"
+    device: str = "auto"
+    epochs: int | None = None
+    iterations_per_epoch: int | None = None
+    val_iterations_per_epoch: int | None = None
+    seed: int | None = None
+    compile: bool | None = None
+    resume: bool = False
+    workers: int = 0
+    stop_after_epoch: int | None = None
+    validate: bool = True
+
+
+def resolve_training(plan: TrainingPlan, opts: TrainOptions) -> TrainingPlan:
+    """The plan's training recipe with the flags of ``opts`` applied (and checked)."""
+    changes: dict[str, Any] = {}
+    for name, value in (("epochs", opts.epochs), ("iterations_per_epoch", opts.iterations_per_epoch)):
+        if value is not None:
+            if value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} {value}: must be at least 1")
+            changes[name] = value
+    if opts.val_iterations_per_epoch is not None:
+        if opts.val_iterations_per_epoch < 0:
+            raise UsageError(f"--val-iters {opts.val_iterations_per_epoch}: must be 0 or more")
+        changes["val_iterations_per_epoch"] = opts.val_iterations_per_epoch
+    if opts.seed is not None:
+        changes["seed"] = opts.seed
+    if opts.compile is not None:
+        changes["compile"] = opts.compile
+    if opts.stop_after_epoch is not None and opts.stop_after_epoch < 1:
+        raise UsageError(f"--stop-after-epoch {opts.stop_after_epoch}: must be at least 1")
+    return replace(plan, **changes)
+
+
+def fold_cases(splits_path: Path, fold: str) -> tuple[list[str], list[str]]:
+    """Training and validation case ids of ``fold`` from ``splits.json`` (``"all"``: every case, both)."""
+    if not splits_path.is_file():
+        raise InputError(splits_path, "not found; run `amos-autoseg plan` first")
+    try:
+        splits = json.loads(splits_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(splits_path, f"is not valid JSON ({exc})") from None
+    if not isinstance(splits, list) or not splits or not all(
+            isinstance(s, dict) and isinstance(s.get("train"), list) and isinstance(s.get("val"), list)
+            for s in splits):
+        raise InputError(splits_path, 'must be a list of {"train": [...], "val": [...]}')
+    if fold == "all":
+        cases = sorted({str(c) for s in splits for c in s["train"] + s["val"]})
+        return cases, list(cases)
+    if not fold.isdigit() or int(fold) >= len(splits):
+        raise UsageError(f"--fold {fold}: use 0..{len(splits) - 1} or all")
+    split = splits[int(fold)]
+    train, val = [str(c) for c in split["train"]], [str(c) for c in split["val"]]
+    if not train:
+        raise InputError(splits_path, f"fold {fold} has no training cases")
+    return train, val
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software that trained (for ``resolved_config.json``)."""
+    import numpy
+    import torch
+
+    from amos_autoseg._version import __version__
+
+    out = {"amos_autoseg": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+           "python": platform.python_version()}
+    if torch.version.cuda:
+        out["cuda"] = str(torch.version.cuda)
+    return out
+
+
+def resolved_config(training: TrainingPlan, opts: TrainOptions, **run: Any) -> dict[str, Any]:
+    """The JSON written to ``resolved_config.json``: the recipe after flags plus where and how it ran."""
+    return {"training": to_jsonable(training), "config": opts.config, "fold": opts.fold, "resume": opts.resume,
+            "workers": opts.workers, **run, "versions": versions(), "command": sys.argv}
