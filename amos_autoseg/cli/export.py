@@ -1,4 +1,10 @@
-"""Package trained folds of an experiment into one model file."""
+"""Package trained folds of an experiment into one model file.
+
+MODEL.zip holds each fold's weights as safetensors, the plan, the post-processing rules, label names, a summary of
+the training data and a manifest with the format version, software versions and the sha256 of every member. It
+holds nothing that can run code. Predict with `amos-autoseg predict --model MODEL.zip --input IN --output OUT`;
+see what is inside with `amos-autoseg info --model MODEL.zip`.
+"""
 from __future__ import annotations
 
 import argparse
@@ -14,4 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return common.not_built("export", 11)
+    from amos_autoseg.packaging import export_model
+
+    export_model(args.exp, args.out, folds=args.folds, config=args.config)
+    return 0
