@@ -1,4 +1,10 @@
-"""Plan, preprocess, train all folds, predict the validation set and evaluate, with a report."""
+"""Plan, preprocess, train the folds, predict the validation set and evaluate, with a report.
+
+The validation split of the data folder (AMOS's imagesVa/labelsVa) is predicted with the fold ensemble; a data
+folder without one is scored on the held-out predictions of the cross-validation folds. The report
+(EXP/benchmark/benchmark.md and benchmark.json) puts the result next to nnU-Net's published AMOS numbers.
+Re-running the command continues an interrupted benchmark.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,9 +13,35 @@ from amos_autoseg.cli import common
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data_dir", metavar="DATA_DIR", help="data folder")
+    p.add_argument("data_dir", metavar="DATA_DIR", help="data folder (AMOS or nnU-Net v2 layout)")
     p.add_argument("--exp", required=True, help="experiment folder")
+    common.add_config(p)
+    p.add_argument("--folds", nargs="+", default=["0", "1", "2", "3", "4"], help="folds to train and ensemble")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train and predict")
+    p.add_argument("--meta", default=None, metavar="CSV", help="CSV with case_id, modality[, phase]")
+    p.add_argument("--preset", default=None, metavar="NAME", help="planner preset (see plans/README.md)")
+    p.add_argument("--gpu-memory-gb", type=float, default=None, metavar="G", help="GPU memory to plan for")
+    p.add_argument("--epochs", type=int, default=None, help="override the plan's epochs (shortened runs)")
+    p.add_argument("--iters-per-epoch", type=int, default=None, help="override iterations per epoch")
+    p.add_argument("--val-iters", type=int, default=None, help="override validation iterations per epoch")
+    p.add_argument("--no-tta", action="store_true", help="predict without mirroring test-time augmentation")
+    common.add_workers(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    return common.not_built("benchmark", 6)
+    from pathlib import Path
+
+    from amos_autoseg.pipeline.benchmark import BenchmarkOptions, run_benchmark
+
+    opts = BenchmarkOptions(
+        data_dir=Path(args.data_dir).resolve(), exp=Path(args.exp).resolve(), config=args.config,
+        folds=tuple(str(f) for f in args.folds), device=args.device, workers=common.workers(args),
+        meta=Path(args.meta).resolve() if args.meta else None, preset=args.preset,
+        gpu_memory_gb=args.gpu_memory_gb, epochs=args.epochs, iters_per_epoch=args.iters_per_epoch,
+        val_iters=args.val_iters, tta=not args.no_tta, debug=bool(getattr(args, "debug", False)),
+    )
+    summary = run_benchmark(opts)
+    mean = summary["mean"]
+    print(f"mean DSC {100 * mean['dsc']:.2f} %, NSD {100 * mean['nsd']:.2f} % on the {summary['evaluated_on']}")
+    print(f"report: {opts.exp / 'benchmark' / 'benchmark.md'}")
+    return 0

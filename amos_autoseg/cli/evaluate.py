@@ -38,6 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_shard(p)
     p.add_argument("--merge", action="store_true",
                    help="write metrics.json from the parts of sharded runs (scoring the cases that lack one)")
+    p.add_argument("--images", default=None, metavar="DIR",
+                   help="folder of the images: report.md then shows previews of the worst cases on them "
+                        "(without it the labels are drawn on black)")
+    p.add_argument("--worst", type=int, default=3, metavar="N",
+                   help="previews of the N cases with the lowest mean DSC in report.md (0: none)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,9 +86,22 @@ def run(args: argparse.Namespace) -> int:
         parts_dir=parts if args.merge else None,
     )
     paths = write_reports(metrics, args.out)
+    if args.worst > 0:
+        _append_worst_previews(metrics, args, paths["md"])
     mean = metrics["mean"]
     log.info("%d case(s): mean DSC %.4f, mean NSD %.4f", len(metrics["per_case"]), mean["dsc"], mean["nsd"])
     for mod, m in metrics["per_modality"].items():
         log.info("  %s: DSC %.4f, NSD %.4f", mod, m["dsc"], m["nsd"])
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _append_worst_previews(metrics: dict, args: argparse.Namespace, report_md) -> None:  # noqa: ANN001
+    """Add previews of the worst cases to report.md (written after it, so metrics.json is already final)."""
+    from amos_autoseg.preview import report_section
+    from amos_autoseg.utils.atomic import write_text
+
+    section = report_section(metrics, args.images, args.pred, args.ref, report_md.parent / "previews",
+                             n_worst=args.worst, workers=common.workers(args))
+    if section:
+        write_text(report_md, report_md.read_text(encoding="utf-8") + "\n" + section + "\n")

@@ -61,6 +61,14 @@ def builtin_presets() -> dict[str, PlannerSettings]:
         _resenc("resenc-l", "nnUNetPlannerResEncL", 24.0, 24.0, 2.1e9, 380e6),
         _resenc("resenc-xl", "nnUNetPlannerResEncXL", 40.0, 40.0, 3.6e9, 560e6),
         _resenc("resenc-xl-80gb", "nnUNetPlannerResEncXL", 80.0, 40.0, 3.6e9, 560e6),
+        PlannerSettings(
+            name="cpu-small",
+            description="a narrow PlainConvUNet (8 to 64 features, 1/16 of the default's convolution work) "
+                        "for CPU runs, demos and tests; nnU-Net's rules otherwise, not meant for accuracy",
+            base_features=8,
+            max_features_3d=64,
+            max_features_2d=128,
+        ),
     ]
     return {p.name: p for p in presets}
 

@@ -1,0 +1,1 @@
+"""Whole-pipeline runs (``demo``, ``benchmark``) composed from the stage subcommands."""
