@@ -1,0 +1,83 @@
+"""demo and benchmark: the whole pipeline through the real subcommands, end to end on the CPU."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from amos_autoseg.cli.main import main
+from amos_autoseg.pipeline.stages import metrics_table
+
+SHORT = ["--epochs", "1", "--iters-per-epoch", "2", "--val-iters", "1"]
+
+
+def test_demo_end_to_end_and_resume(tmp_path, capsys):
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--n-ct", "6", "--n-mri", "2", "--workers", "0", *SHORT]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
+    assert {"nsd_tolerance_mm", "per_case", "per_label", "per_modality", "mean"} <= set(metrics)
+    assert set(metrics["per_modality"]) == {"CT", "MRI"}
+    assert len(metrics["per_label"]) == 15
+    predicted = sorted(p.name for p in (out / "predictions").glob("*.nii.gz"))
+    references = sorted(p.name for p in (out / "data" / "labelsVa").glob("*.nii.gz"))
+    assert predicted == references and predicted
+    assert sorted(p.stem for p in (out / "previews").glob("*.png")) == [n[: -len(".nii.gz")] for n in predicted]
+    assert "liver" in printed and "mean" in printed and "train" in printed
+    checkpoint = out / "exp" / "3d_fullres" / "fold_0" / "checkpoint_final.pt"
+    before = checkpoint.stat().st_mtime_ns
+    assert main(argv) == 0  # a second run reuses every finished stage
+    assert checkpoint.stat().st_mtime_ns == before
+
+
+def test_benchmark_scores_cross_validation_without_validation_split(tmp_path, capsys):
+    from amos_autoseg.synth import write_dataset
+
+    data = write_dataset(tmp_path / "data", n_ct=5, n_mri=1, seed=3, size="tiny")
+    exp = tmp_path / "exp"
+    argv = ["benchmark", str(data), "--exp", str(exp), "--folds", "0", "1", "--preset", "cpu-small",
+            "--device", "cpu", "--no-tta", "--workers", "0", *SHORT]
+    assert main(argv) == 0
+    summary = json.loads((exp / "benchmark" / "benchmark.json").read_text())
+    splits = json.loads((exp / "splits.json").read_text())
+    held_out = sorted(splits[0]["val"] + splits[1]["val"])
+    metrics = json.loads((exp / "benchmark" / "evaluation" / "metrics.json").read_text())
+    assert sorted(metrics["per_case"]) == held_out
+    assert summary["evaluated_on"].startswith("held-out predictions of cross-validation folds 0, 1")
+    assert summary["cases"] == len(held_out)
+    assert (exp / "3d_fullres" / "postprocessing.json").is_file()
+    report = (exp / "benchmark" / "benchmark.md").read_text()
+    assert "88.64" in report and "nnU-Net (original)" in report and "Training shortened" in report
+    assert "mean DSC" in capsys.readouterr().out
+
+
+def test_metrics_table_lists_every_label_and_modality():
+    metrics = {
+        "per_label": {"1": {"dsc": 0.5, "nsd": 0.25}, "6": {"dsc": 1.0, "nsd": 0.75}},
+        "per_modality": {"CT": {"dsc": 0.75, "nsd": 0.5}},
+        "per_modality_label": {"CT": {"1": {"dsc": 0.5, "nsd": 0.25}}},
+        "mean": {"dsc": 0.75, "nsd": 0.5},
+    }
+    lines = metrics_table(metrics, {1: "spleen", 6: "liver"}).splitlines()
+    assert lines[0].split() == ["organ", "DSC", "NSD", "CT", "DSC", "CT", "NSD"]
+    assert lines[2].split() == ["spleen", "0.500", "0.250", "0.500", "0.250"]
+    assert lines[3].split() == ["liver", "1.000", "0.750", "-", "-"]
+    assert lines[-1].split() == ["mean", "0.750", "0.500", "0.750", "0.500"]
+
+
+def test_failed_stage_stops_the_pipeline_with_its_exit_code(tmp_path, capsys):
+    bad = tmp_path / "data"
+    bad.mkdir()
+    (bad / "dataset.json").write_text("{not json")
+    assert main(["benchmark", str(bad), "--exp", str(tmp_path / "exp"), "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "dataset.json" in err and "not valid JSON" in err
+    assert not (tmp_path / "exp" / "benchmark").exists()
+
+
+@pytest.mark.parametrize("flag", ["--folds", "--epochs"])
+def test_benchmark_help_names_its_flags(flag, capsys):
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--help"])
+    assert flag in capsys.readouterr().out
