@@ -52,3 +52,22 @@ class InputErrors(AmosError):
 
     def __reduce__(self):
         return (type(self), (self.problems,))
+
+
+class OutputError(AmosError):
+    """An output could not be written (disk full, read-only folder, file size limit): one line, exit code 1.
+
+    Args:
+        path: the file or folder that could not be written.
+        problem: what went wrong, as a short phrase.
+    """
+
+    exit_code = 1
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.problem))

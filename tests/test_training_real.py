@@ -58,7 +58,12 @@ def prepared(tmp_path_factory) -> tuple[Path, Path]:
         "CT": NormalizationPlan("ct", clip_low=-200.0, clip_high=300.0, mean=80.0, std=60.0),
         "MRI": NormalizationPlan("zscore", use_mask=True)})
     plans.save(exp / "plans.json")
-    (exp / "dataset_ref.json").write_text(json.dumps({"data_dir": str(data), "meta": None, "case_ids": None}))
+    from amos_autoseg.io.dataset import load_dataset
+    from amos_autoseg.planning.dataset_ref import DatasetRef
+
+    cases = load_dataset(data).training
+    DatasetRef(str(data), None, "amos", [c.case_id for c in cases], {c.case_id: c.modality for c in cases}).save(
+        exp / "dataset_ref.json")
     (exp / "splits.json").write_text(json.dumps(SPLITS))
     preprocess_experiment(exp, "3d_fullres", workers=0)
     return data, exp

@@ -10,6 +10,7 @@ Exit codes: 0 success, 2 bad usage or bad input (one line per problem on stderr,
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -85,17 +86,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in str(exc).splitlines() or [type(exc).__name__]:
             print(f"amos-autoseg {args.command}: error: {line}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            return _internal_error(args.command, exc, debug)
+        if debug:
+            traceback.print_exc()
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"amos-autoseg {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"amos-autoseg {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence turns bugs into exit code 1
-        if debug:
-            traceback.print_exc()
-        msg = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"amos-autoseg {args.command}: internal error: {type(exc).__name__}: {msg}"
-              + ("" if debug else " (run with --debug for the traceback)"), file=sys.stderr)
-        logging.getLogger(__name__).debug("internal error", exc_info=True)
-        return 1
+        return _internal_error(args.command, exc, debug)
+
+
+# OSErrors that describe the machine, not a bug: one clear line (exit code 1) instead of "internal error".
+_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
+                                 errno.ENOTDIR, errno.EISDIR, errno.EEXIST})
+
+
+def _internal_error(command: str, exc: BaseException, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    msg = str(exc).splitlines()[0] if str(exc) else ""
+    print(f"amos-autoseg {command}: internal error: {type(exc).__name__}: {msg}"
+          + ("" if debug else " (run with --debug for the traceback)"), file=sys.stderr)
+    logging.getLogger(__name__).debug("internal error", exc_info=True)
+    return 1
 
 
 def console() -> None:  # pragma: no cover - thin wrapper

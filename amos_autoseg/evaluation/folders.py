@@ -8,13 +8,13 @@ direction); NSD uses the reference's spacing in array order.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from amos_autoseg.utils.jsonio import read_json
 from amos_autoseg.errors import InputError
 from amos_autoseg.evaluation.metrics import Tolerance, aggregate, evaluate_case_detailed
 from amos_autoseg.io.dataset import amos_modality, meta_lookup, normalise_modality, parse_labels, read_meta_csv
@@ -62,16 +62,7 @@ def read_label_set(dataset_json: str | os.PathLike[str] | None) -> dict[int, str
 
 
 def _read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "not found")
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"is not valid JSON ({exc})") from None
-    if not isinstance(spec, dict):
-        raise InputError(path, "must hold a JSON object")
-    return spec
+    return read_json(path, expect=dict)
 
 
 def _entry_modalities(spec: dict[str, Any], where: Path) -> dict[str, str]:

@@ -7,7 +7,6 @@ official AMOS ones). A tolerance file is either a flat object ``{"1": 3.0, "2": 
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable
@@ -15,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from amos_autoseg.utils.jsonio import read_json
 from amos_autoseg.errors import InputError, UsageError
 from amos_autoseg.evaluation.metrics import Tolerance
 
@@ -43,12 +43,7 @@ def load_tolerance_file(path: str | os.PathLike[str]) -> dict[int, float]:
         InputError: missing file, bad JSON, non-integer label keys or bad values.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "NSD tolerance file not found")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"is not valid JSON ({exc})") from None
+    raw = read_json(path, missing="NSD tolerance file not found")
     table = raw.get("tolerances_mm", raw) if isinstance(raw, dict) else None
     if not isinstance(table, dict) or not table:
         raise InputError(path, 'must map label ids to tolerances in mm, e.g. {"1": 3.0} or {"tolerances_mm": {...}}')

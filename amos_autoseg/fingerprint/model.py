@@ -1,12 +1,12 @@
 """Typed content of ``fingerprint.json`` (round-trips through :mod:`amos_autoseg.utils.dataclass_json`)."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from amos_autoseg.utils.jsonio import read_json
 from amos_autoseg.errors import InputError
 from amos_autoseg.utils import atomic
 from amos_autoseg.utils.dataclass_json import SchemaError, from_jsonable, to_jsonable
@@ -111,10 +111,4 @@ class Fingerprint:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Fingerprint:
         path = Path(path)
-        if not path.is_file():
-            raise InputError(path, "not found; run `amos-autoseg plan` first")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputError(path, f"is not valid JSON ({exc})") from None
-        return cls.from_json(data, path)
+        return cls.from_json(read_json(path, missing="not found; run `amos-autoseg plan` first"), path)

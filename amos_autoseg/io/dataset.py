@@ -8,7 +8,6 @@ the numeric id is below 500, else MRI), and finally the dataset-wide ``modality`
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import re
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from amos_autoseg.utils.jsonio import read_json
 from amos_autoseg.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -166,14 +166,8 @@ def load_dataset(data_dir: str | os.PathLike[str], meta: str | os.PathLike[str] 
     if not root.is_dir():
         raise InputError(data_dir, "data folder not found")
     ds_json = root / "dataset.json"
-    if not ds_json.is_file():
-        raise InputError(ds_json, "not found; a data folder needs a dataset.json (AMOS or nnU-Net v2 layout)")
-    try:
-        spec = json.loads(ds_json.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(ds_json, f"is not valid JSON ({exc})") from None
-    if not isinstance(spec, dict):
-        raise InputError(ds_json, "must hold a JSON object")
+    spec = read_json(ds_json, missing="not found; a data folder needs a dataset.json (AMOS or nnU-Net v2 layout)",
+                     expect=dict)
     labels = parse_labels(spec.get("labels"), ds_json)
     meta_map = read_meta_csv(meta) if meta is not None else {}
     if "channel_names" in spec and "file_ending" in spec:

@@ -7,6 +7,7 @@ stored type (AMOS stores uint16, other tools float64); a label with fractional v
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from amos_autoseg.errors import InputError
-from amos_autoseg.io.integrity import nifti_truncation
+from amos_autoseg.io.integrity import nifti_nonfinite, nifti_truncation, nifti_zero_spacing
 from amos_autoseg.utils.atomic import atomic_path
 
 IMAGE_ENDINGS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -156,9 +157,10 @@ def _first_line(exc: Exception) -> str:
 
 
 def _check_complete(path: Path) -> None:
-    """Refuse a NIfTI file shorter than its header says (SimpleITK would read it, zero-filled)."""
+    """Refuse a NIfTI file shorter than its header says (SimpleITK would read it, zero-filled) or with a zero
+    voxel size (SimpleITK would make one up from the sform)."""
     if path.is_file():
-        problem = nifti_truncation(path)
+        problem = nifti_truncation(path) or nifti_zero_spacing(path)
         if problem is not None:
             raise InputError(path, problem)
 
@@ -238,6 +240,10 @@ def read_image(path: str | os.PathLike[str], check_finite: bool = True) -> tuple
     if check_finite and not np.isfinite(arr).all():
         n_bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
         raise InputError(path, f"holds {n_bad} NaN or infinite intensities")
+    if check_finite and Path(path).is_file():
+        n_bad = nifti_nonfinite(path)  # the NIfTI reader turned them into 0: count them in the stored bytes
+        if n_bad:
+            raise InputError(path, f"holds {n_bad} NaN or infinite intensities")
     return arr, Geometry.from_sitk(img)
 
 
@@ -292,3 +298,24 @@ def write_image(
     ending = next((e for e in IMAGE_ENDINGS if path.name.lower().endswith(e)), path.suffix)
     with atomic_path(path, suffix=ending) as tmp:
         sitk.WriteImage(img, str(tmp), useCompression=compress)
+        _check_written(tmp)
+
+
+def _check_written(tmp: Path) -> None:
+    """Raise ``OSError`` when a file SimpleITK just wrote is incomplete.
+
+    ITK's writers ignore failed writes (disk full, file size limit): the file comes out cut short and no error is
+    raised, so it is read back here before it replaces the target.
+    """
+    import SimpleITK as sitk
+
+    if tmp.name.lower().endswith((".nii", ".nii.gz")):
+        problem = nifti_truncation(tmp)
+    else:
+        try:
+            sitk.ReadImage(str(tmp))
+            problem = None
+        except RuntimeError as exc:
+            problem = _first_line(exc)
+    if problem is not None or tmp.stat().st_size == 0:
+        raise OSError(errno.EIO, f"the written file is incomplete ({problem or 'empty'})", str(tmp))

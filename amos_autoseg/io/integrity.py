@@ -53,6 +53,40 @@ def nifti_truncation(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def nifti_zero_spacing(path: str | os.PathLike[str]) -> str | None:
+    """Describe a zero or non-finite voxel size (``pixdim``) in a NIfTI header, or ``None`` when there is none.
+
+    ITK's NIfTI reader takes the voxel size from the sform matrix when ``pixdim`` is 0 (with only a warning), so
+    such a file would be read with a made-up spacing; the header itself has to be looked at.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    try:
+        if name.endswith(".nii.gz"):
+            with gzip.open(path, "rb") as fh:
+                head = fh.read(540)
+        elif name.endswith(".nii"):
+            with open(path, "rb") as fh:
+                head = fh.read(540)
+        else:
+            return None
+    except (OSError, EOFError, zlib.error):
+        return None  # unreadable files are reported by the reader itself
+    header = _parse_header(head)
+    if header is None:
+        return None
+    if header.version == 1:
+        ndim = struct.unpack(header.endian + "h", head[40:42])[0]
+        pixdim = struct.unpack(header.endian + "8f", head[76:108])
+    else:
+        ndim = struct.unpack(header.endian + "q", head[16:24])[0]
+        pixdim = struct.unpack(header.endian + "8d", head[104:168])
+    spatial = [float(v) for v in pixdim[1 : min(int(ndim), 3) + 1]]
+    if any(v == 0 or not np.isfinite(v) for v in spatial):
+        return f"has invalid spacing {spatial} in its header (pixdim); every spacing must be a positive number"
+    return None
+
+
 def nifti_nonfinite(path: str | os.PathLike[str]) -> int:
     """Number of NaN or infinite voxels stored in a float NIfTI file (0 for other types and formats).
 
@@ -90,6 +124,7 @@ class _Header:
     bitpix: int
     offset: int
     n_voxels: int
+    version: int = 1
 
     @property
     def total_bytes(self) -> int:
@@ -106,23 +141,24 @@ def _parse_header(head: bytes) -> _Header | None:
             dims = struct.unpack(endian + "8h", head[40:56])
             datatype, bitpix = struct.unpack(endian + "2h", head[70:74])
             (offset,) = struct.unpack(endian + "f", head[108:112])
-            return _header(endian, dims, datatype, bitpix, int(offset))
+            return _header(endian, dims, datatype, bitpix, int(offset), 1)
         if sizeof_hdr == 540 and len(head) >= 540 and head[4:7] == b"n+2":
             datatype, bitpix = struct.unpack(endian + "2h", head[12:16])
             dims = struct.unpack(endian + "8q", head[16:80])
             (offset,) = struct.unpack(endian + "q", head[168:176])
-            return _header(endian, dims, datatype, bitpix, int(offset))
+            return _header(endian, dims, datatype, bitpix, int(offset), 2)
     return None
 
 
-def _header(endian: str, dims: tuple[int, ...], datatype: int, bitpix: int, offset: int) -> _Header | None:
+def _header(endian: str, dims: tuple[int, ...], datatype: int, bitpix: int, offset: int,
+            version: int = 1) -> _Header | None:
     ndim = dims[0]
     if not 1 <= ndim <= 7 or bitpix <= 0 or bitpix % 8:
         return None
     n = 1
     for d in dims[1 : ndim + 1]:
         n *= max(int(d), 1)
-    return _Header(endian, int(datatype), int(bitpix), max(offset, 348), n)
+    return _Header(endian, int(datatype), int(bitpix), max(offset, 348), n, version)
 
 
 def _gzip_isize(path: Path) -> int | None:

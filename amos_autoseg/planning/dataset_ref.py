@@ -5,12 +5,12 @@ case ids let them notice when the folder has changed since planning.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from amos_autoseg.utils.jsonio import read_json
 from amos_autoseg.errors import InputError
 from amos_autoseg.utils import atomic
 from amos_autoseg.utils.dataclass_json import SchemaError, from_jsonable, to_jsonable
@@ -46,12 +46,7 @@ class DatasetRef:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> DatasetRef:
         path = Path(path)
-        if not path.is_file():
-            raise InputError(path, "not found; run `amos-autoseg plan` first")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(path, f"is not valid JSON ({exc})") from None
+        data = read_json(path, missing="not found; run `amos-autoseg plan` first")
         if not isinstance(data, dict) or data.get("schema_version") != DATASET_REF_VERSION:
             raise InputError(path, f"not a dataset reference of schema version {DATASET_REF_VERSION}; re-run plan")
         try:

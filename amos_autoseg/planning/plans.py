@@ -10,12 +10,12 @@ here, never subclasses: edit the JSON or pass flags, and the run writes the reso
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from amos_autoseg.utils.jsonio import read_json
 from amos_autoseg.errors import InputError
 from amos_autoseg.utils import atomic
 from amos_autoseg.utils.dataclass_json import SchemaError, from_jsonable, to_jsonable
@@ -180,10 +180,4 @@ class Plans:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Plans:
         path = Path(path)
-        if not path.is_file():
-            raise InputError(path, "not found; run `amos-autoseg plan` first")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputError(path, f"is not valid JSON ({exc})") from None
-        return cls.from_json(data, path)
+        return cls.from_json(read_json(path, missing="not found; run `amos-autoseg plan` first"), path)

@@ -11,7 +11,6 @@ unknown keys are refused, as :func:`amos_autoseg.utils.dataclass_json.from_jsona
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import types
 import typing

@@ -12,13 +12,13 @@ random_state=12345)`` over the sorted ids, which is how nnU-Net v2 makes its fol
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from amos_autoseg.utils.jsonio import read_json
 from amos_autoseg.errors import InputError
 from amos_autoseg.utils import atomic
 
@@ -86,14 +86,7 @@ def validate_splits(data: object, source: str | os.PathLike[str]) -> Splits:
 
 def load_splits(path: str | os.PathLike[str]) -> Splits:
     """Read and check ``splits.json``."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "not found; run `amos-autoseg plan` first")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"is not valid JSON ({exc})") from None
-    return validate_splits(data, path)
+    return validate_splits(read_json(path, missing="not found; run `amos-autoseg plan` first"), path)
 
 
 def ensure_splits(

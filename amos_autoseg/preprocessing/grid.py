@@ -13,10 +13,15 @@ import numpy as np
 def compute_new_shape(
     shape: Sequence[int], spacing: Sequence[float], target_spacing: Sequence[float]
 ) -> tuple[int, ...]:
-    """``round(spacing / target_spacing * shape)`` per axis (Python rounding, as nnU-Net)."""
+    """``round(spacing / target_spacing * shape)`` per axis (Python rounding, as nnU-Net), at least 1.
+
+    nnU-Net rounds a thin volume (a single slice much thinner than the target spacing) to an empty axis and then
+    fails; here such an axis keeps one voxel.
+    """
     if not len(shape) == len(spacing) == len(target_spacing):
         raise ValueError(f"shape {shape}, spacing {spacing} and target {target_spacing} differ in length")
-    return tuple(int(round(float(s) / float(t) * int(n))) for n, s, t in zip(shape, spacing, target_spacing))
+    return tuple(max(1, int(round(float(s) / float(t) * int(n))))
+                 for n, s, t in zip(shape, spacing, target_spacing))
 
 
 def separate_axis(

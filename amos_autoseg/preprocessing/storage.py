@@ -90,15 +90,20 @@ def _replacing(target: Path, suffix: str) -> Iterator[Path]:
     would double the write time. :func:`is_done` still checks the array files' sizes against the properties,
     so a truncated file (a machine crash) makes its case unfinished.
     """
-    fd, tmp = tempfile.mkstemp(prefix=atomic.TMP_PREFIX + target.name + ".", suffix=suffix, dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=atomic.TMP_PREFIX + target.name + ".", suffix=suffix, dir=target.parent)
+    except OSError as exc:
+        raise atomic.output_error(target, exc) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.replace(tmp_path, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             tmp_path.unlink()
+        if isinstance(exc, OSError):
+            raise atomic.output_error(target, exc) from exc
         raise
 
 

@@ -47,7 +47,14 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Pa
         raise ValueError(f"checkpoint payload lacks {missing}")
     path = Path(path)
     with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(payload, tmp)
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as exc:  # torch's zip writer reports a failed write (disk full, quota) this way
+            from amos_autoseg.errors import OutputError
+
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise OutputError(path, f"cannot be written ({reason}); nothing was written - is the disk full?") \
+                from None
     return path
 
 

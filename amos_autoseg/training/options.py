@@ -5,7 +5,6 @@ fold folder always says which epochs, learning rate, precision, device and world
 """
 from __future__ import annotations
 
-import json
 import platform
 import sys
 from dataclasses import dataclass, replace
@@ -72,16 +71,9 @@ def resolve_training(plan: TrainingPlan, opts: TrainOptions) -> TrainingPlan:
 
 def fold_cases(splits_path: Path, fold: str) -> tuple[list[str], list[str]]:
     """Training and validation case ids of ``fold`` from ``splits.json`` (``"all"``: every case, both)."""
-    if not splits_path.is_file():
-        raise InputError(splits_path, "not found; run `amos-autoseg plan` first")
-    try:
-        splits = json.loads(splits_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(splits_path, f"is not valid JSON ({exc})") from None
-    if not isinstance(splits, list) or not splits or not all(
-            isinstance(s, dict) and isinstance(s.get("train"), list) and isinstance(s.get("val"), list)
-            for s in splits):
-        raise InputError(splits_path, 'must be a list of {"train": [...], "val": [...]}')
+    from amos_autoseg.planning.splits import load_splits
+
+    splits = load_splits(splits_path)
     if fold == "all":
         cases = sorted({str(c) for s in splits for c in s["train"] + s["val"]})
         return cases, list(cases)

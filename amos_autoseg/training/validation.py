@@ -8,7 +8,6 @@ rank 0 gathers the scores and writes ``validation/metrics.json`` (CONTRACT.md la
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -69,15 +68,11 @@ def reference_reader(paths: ExperimentPaths) -> Callable[[str], Reference]:
     from amos_autoseg.io.dataset import load_dataset
     from amos_autoseg.io.image import read_label
 
-    ref_file = paths.require(paths.dataset_ref, "run `amos-autoseg plan` first")
-    try:
-        ref = json.loads(ref_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(ref_file, f"is not valid JSON ({exc})") from None
-    data_dir = ref.get("data_dir") if isinstance(ref, dict) else None
-    if not data_dir:
-        raise InputError(ref_file, 'has no "data_dir"')
-    dataset = load_dataset(data_dir, ref.get("meta"))
+    from amos_autoseg.planning.dataset_ref import DatasetRef
+
+    ref = DatasetRef.load(paths.dataset_ref)
+    data_dir = ref.data_dir
+    dataset = load_dataset(data_dir, ref.meta)
     cases = {c.case_id: c for c in dataset.cases}
 
     def read(case_id: str) -> Reference:

@@ -27,8 +27,11 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
         suffix: ending the temporary file needs (e.g. ``.nii.gz`` so that a writer picks its format from it).
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + target.name + ".", suffix=suffix, dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + target.name + ".", suffix=suffix, dir=target.parent)
+    except OSError as exc:
+        raise output_error(target, exc) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
@@ -36,9 +39,11 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
         yield tmp_path
         _fsync_file(tmp_path)
         os.replace(tmp_path, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             tmp_path.unlink()
+        if isinstance(exc, OSError):
+            raise output_error(target, exc) from exc
         raise
 
 
@@ -89,6 +94,16 @@ def clean_stale_temps_of(folder: str | os.PathLike[str], stems: Iterable[str]) -
                 p.unlink()
                 n += 1
     return n
+
+
+def output_error(target: Path, exc: OSError) -> Exception:
+    """The one-line error (:class:`~amos_autoseg.errors.OutputError`) for a write that failed (disk full,
+    read-only folder, file size limit) and whose temporary file was removed."""
+    from amos_autoseg.errors import OutputError
+
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return OutputError(target, f"cannot be written ({reason}); nothing was written - is the disk full or the "
+                               "folder read-only?")
 
 
 def _umask() -> int:
