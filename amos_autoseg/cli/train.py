@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override validation batches per epoch (online pseudo-Dice; 0 turns it off)")
     p.add_argument("--resume", action="store_true", help="continue from checkpoint_latest.pt (a re-run does so anyway when one exists; with --resume a missing checkpoint is only a warning)")
     p.add_argument("--seed", type=int, default=None, help="override the plan's training seed")
+    p.add_argument("--lr", type=float, default=None, help="override the plan's initial learning rate (poly decay)")
+    p.add_argument("--momentum", type=float, default=None, help="override the plan's SGD (Nesterov) momentum")
     p.add_argument("--compile", dest="compile", action="store_true", default=None,
                    help="torch.compile the network (default: the plan's setting)")
     p.add_argument("--no-compile", dest="compile", action="store_false", help="do not torch.compile")
@@ -43,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     opts = TrainOptions(
         exp=Path(args.exp), fold=str(args.fold), config=args.config, device=args.device, epochs=args.epochs,
         iterations_per_epoch=args.iters_per_epoch, val_iterations_per_epoch=args.val_iters, seed=args.seed,
+        initial_lr=args.lr, momentum=args.momentum,
         compile=args.compile, resume=args.resume, workers=common.workers(args),
         stop_after_epoch=args.stop_after_epoch, validate=not args.no_validation,
     )

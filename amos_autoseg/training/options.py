@@ -25,7 +25,8 @@ class TrainOptions:
         fold: ``"0"``..``"4"`` (an index into ``splits.json``) or ``"all"``.
         config: configuration name of the plan.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        epochs, iterations_per_epoch, val_iterations_per_epoch, seed: override the plan when not ``None``.
+        epochs, iterations_per_epoch, val_iterations_per_epoch, seed, initial_lr, momentum: override the plan
+            when not ``None``.
         compile: override ``TrainingPlan.compile`` when not ``None``.
         resume: continue from ``checkpoint_latest.pt``.
         workers: data-loading worker processes (0: in the training process).
@@ -42,6 +43,8 @@ class TrainOptions:
     val_iterations_per_epoch: int | None = None
     seed: int | None = None
     compile: bool | None = None
+    initial_lr: float | None = None
+    momentum: float | None = None
     resume: bool = False
     workers: int = 0
     stop_after_epoch: int | None = None
@@ -62,6 +65,14 @@ def resolve_training(plan: TrainingPlan, opts: TrainOptions) -> TrainingPlan:
         changes["val_iterations_per_epoch"] = opts.val_iterations_per_epoch
     if opts.seed is not None:
         changes["seed"] = opts.seed
+    if opts.initial_lr is not None:
+        if not opts.initial_lr > 0:
+            raise UsageError(f"--lr {opts.initial_lr}: must be positive")
+        changes["initial_lr"] = opts.initial_lr
+    if opts.momentum is not None:
+        if not 0 <= opts.momentum < 1:
+            raise UsageError(f"--momentum {opts.momentum}: must be in [0, 1)")
+        changes["momentum"] = opts.momentum
     if opts.compile is not None:
         changes["compile"] = opts.compile
     if opts.stop_after_epoch is not None and opts.stop_after_epoch < 1:
