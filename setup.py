@@ -29,8 +29,9 @@ setup(
         "scipy>=1.10",
         "SimpleITK>=2.2",
         "scikit-image>=0.21",
+        # batchgenerators: rotated-patch extents for augmentation. acvl-utils is not needed: cropping uses a
+        # box-local hole fill (nnU-Net's whole-volume fill is a RAM hog), padding is numpy's.
         "batchgenerators>=0.25",
-        "acvl-utils>=0.2",
         "blosc2>=2.5",
         "matplotlib>=3.7",
         "safetensors>=0.4",
