@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 
@@ -220,11 +219,7 @@ def pad_to_patch(image: torch.Tensor, patch: Sequence[int]) -> tuple[torch.Tenso
 def _batches(
     corners: list[tuple[int, ...]], size: int, progress: bool | None
 ) -> Iterator[list[tuple[int, ...]]]:
-    groups = [corners[i:i + size] for i in range(0, len(corners), size)]
-    show = sys.stderr.isatty() if progress is None else progress
-    if show and len(groups) > 1:
-        from tqdm import tqdm
+    from amos_autoseg.utils.parallel import progress as bar
 
-        yield from tqdm(groups, desc="tiles", unit="batch", leave=False)
-    else:
-        yield from groups
+    groups = [corners[i:i + size] for i in range(0, len(corners), size)]
+    yield from bar(groups, len(groups), "tiles", enabled=progress, unit="batch")

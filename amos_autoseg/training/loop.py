@@ -12,7 +12,6 @@ same steps, which is what makes a resumed run equal the uninterrupted one: the l
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -25,6 +24,7 @@ from amos_autoseg.training.metrics_log import EpochRecord, TrainingLog
 from amos_autoseg.training.online_dice import PseudoDice
 from amos_autoseg.training.schedule import poly_lr, set_lr
 from amos_autoseg.training.step import StepParts, train_step, val_step
+from amos_autoseg.utils.parallel import progress
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +151,8 @@ def _take(batches: Iterator[Batch], n: int, what: str) -> Iterator[Batch]:
 def _train_epoch(parts: LoopParts, settings: LoopSettings, state: TrainState, batches: Iterator[Batch]) -> float:
     parts.step.model.train()
     n = settings.iterations_per_epoch
-    bar = _bar(_take(batches, n, "training"), n, f"epoch {state.epoch + 1}",
-               settings.show_progress and parts.ctx.is_main)
+    bar = progress(_take(batches, n, "training"), n, f"epoch {state.epoch + 1}",
+                   enabled=None if settings.show_progress and parts.ctx.is_main else False)
     losses = [train_step(parts.step, batch) for batch in bar]
     return _mean_over_ranks(losses, parts.ctx)
 
@@ -175,12 +175,3 @@ def _mean_over_ranks(losses: list[torch.Tensor], ctx: DistContext) -> float:
     count = torch.tensor([float(len(losses))], dtype=torch.float64, device=total.device)
     both = all_reduce_sum(torch.cat([total, count]).to(ctx.device), ctx)
     return float(both[0] / both[1])
-
-
-def _bar(batches: Iterable[Batch], total: int, desc: str, show: bool) -> Iterator[Batch]:
-    if show and sys.stderr.isatty() and total > 1:
-        from tqdm import tqdm
-
-        yield from tqdm(batches, total=total, desc=desc, leave=False, dynamic_ncols=True)
-    else:
-        yield from batches

@@ -11,7 +11,7 @@ import logging
 import multiprocessing as mp
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
@@ -32,12 +32,15 @@ def default_workers() -> int:
     return max(1, min(8, n))
 
 
-def progress(iterable: Iterator[R] | Sequence[R], total: int, desc: str) -> Iterator[R]:
-    """Wrap ``iterable`` in a tqdm bar when stderr is a terminal; plain iteration otherwise."""
-    if sys.stderr.isatty() and total > 1:
+def progress(
+    iterable: Iterable[R], total: int, desc: str, enabled: bool | None = None, unit: str = "it"
+) -> Iterator[R]:
+    """Wrap ``iterable`` in a tqdm bar when ``enabled`` (``None``: when stderr is a terminal) and ``total > 1``."""
+    show = sys.stderr.isatty() if enabled is None else enabled
+    if show and total > 1:
         from tqdm import tqdm
 
-        yield from tqdm(iterable, total=total, desc=desc, leave=False)
+        yield from tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
     else:
         yield from iterable
 
