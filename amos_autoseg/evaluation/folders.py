@@ -14,12 +14,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from amos_autoseg.utils.jsonio import read_json
 from amos_autoseg.errors import InputError
 from amos_autoseg.evaluation.metrics import Tolerance, aggregate, evaluate_case_detailed
 from amos_autoseg.io.dataset import amos_modality, meta_lookup, normalise_modality, parse_labels, read_meta_csv
-from amos_autoseg.io.image import IMAGE_ENDINGS, strip_ending
+from amos_autoseg.io.image import IMAGE_ENDINGS, index_images, strip_ending
 from amos_autoseg.labels import AMOS_SHORT_NAMES
+from amos_autoseg.utils.jsonio import read_json
 from amos_autoseg.utils.shard import Shard
 
 log = logging.getLogger(__name__)
@@ -28,25 +28,8 @@ ModalityOf = Callable[[str], str] | Mapping[str, str] | None
 
 
 def index_cases(folder: str | os.PathLike[str]) -> dict[str, Path]:
-    """Image files of ``folder`` (not recursive) by case name; hidden and temporary files are skipped.
-
-    Raises:
-        InputError: the folder is missing, or two files give the same case name.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(folder, "folder not found")
-    out: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or not p.is_file():
-            continue
-        if not any(p.name.lower().endswith(e) for e in IMAGE_ENDINGS):
-            continue
-        case = strip_ending(p.name)
-        if case in out:
-            raise InputError(folder, f"case {case!r} appears twice ({out[case].name} and {p.name})")
-        out[case] = p
-    return out
+    """Image files of ``folder`` (not recursive) by case name (:func:`amos_autoseg.io.image.index_images`)."""
+    return index_images(folder)
 
 
 def read_label_set(dataset_json: str | os.PathLike[str] | None) -> dict[int, str]:

@@ -36,6 +36,28 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and any(path.name.lower().endswith(e) for e in IMAGE_ENDINGS)
 
 
+def index_images(folder: str | os.PathLike[str]) -> dict[str, Path]:
+    """Image files directly in ``folder`` by case name (the file name without its ending), sorted.
+
+    Hidden and temporary files (a leading dot) are skipped.
+
+    Raises:
+        InputError: the folder does not exist, or two files give the same case name.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "folder not found")
+    out: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or not is_image_file(p):
+            continue
+        case = strip_ending(p.name)
+        if case in out:
+            raise InputError(folder, f"case {case!r} appears twice ({out[case].name} and {p.name})")
+        out[case] = p
+    return out
+
+
 @dataclass(frozen=True)
 class Geometry:
     """Where an array lies in space.

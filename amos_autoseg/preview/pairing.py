@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amos_autoseg.errors import InputError
-from amos_autoseg.io.image import is_image_file, strip_ending
+from amos_autoseg.io.image import index_images, strip_ending
 
 _CHANNEL = re.compile(r"^(.*)_(\d{4})$")
 
@@ -28,16 +28,8 @@ class CaseFiles:
 
 
 def index_folder(folder: Path) -> dict[str, Path]:
-    """Case name -> file for the image files directly in ``folder`` (hidden and temporary files skipped)."""
-    out: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or not is_image_file(p):
-            continue
-        name = strip_ending(p.name)
-        if name in out:
-            raise InputError(p, f"names the same case as {out[name].name}")
-        out[name] = p
-    return out
+    """Case name -> file for the image files directly in ``folder`` (:func:`amos_autoseg.io.image.index_images`)."""
+    return index_images(folder)
 
 
 def _exists(path: Path, what: str) -> Path:
