@@ -38,9 +38,9 @@ setup(
         "psutil>=5.9",
         "tqdm>=4.60",
     ],
+    # No "dicom" extra: SimpleITK (GDCM) reads DICOM series, so nothing more is needed for them.
     extras_require={
         "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "surface-distance>=0.1", "jsonschema>=4"],
-        "dicom": ["pydicom>=2.3"],
     },
     entry_points={"console_scripts": ["amos-autoseg=amos_autoseg.cli.main:console"]},
     classifiers=[
