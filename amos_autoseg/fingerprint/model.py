@@ -6,10 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from amos_autoseg.utils.jsonio import read_json
-from amos_autoseg.errors import InputError
+from amos_autoseg.utils.jsonio import from_versioned_json, read_json
 from amos_autoseg.utils import atomic
-from amos_autoseg.utils.dataclass_json import SchemaError, from_jsonable, to_jsonable
+from amos_autoseg.utils.dataclass_json import to_jsonable
 
 FINGERPRINT_VERSION = 1
 
@@ -98,12 +97,7 @@ class Fingerprint:
 
     @classmethod
     def from_json(cls, data: Any, source: str | os.PathLike[str] = "fingerprint.json") -> Fingerprint:
-        if not isinstance(data, dict) or data.get("schema_version") != FINGERPRINT_VERSION:
-            raise InputError(source, f"not a fingerprint of schema version {FINGERPRINT_VERSION}; re-run plan")
-        try:
-            return from_jsonable(cls, data)
-        except SchemaError as exc:
-            raise InputError(source, f"does not fit the fingerprint schema: {exc}") from None
+        return from_versioned_json(cls, data, source, FINGERPRINT_VERSION, "fingerprint")
 
     def save(self, path: str | os.PathLike[str]) -> None:
         atomic.write_json(path, self.to_json())

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amos_autoseg.utils.jsonio import read_json
-from amos_autoseg.errors import InputError
+from amos_autoseg.utils.jsonio import from_versioned_json, read_json
 from amos_autoseg.utils import atomic
-from amos_autoseg.utils.dataclass_json import SchemaError, from_jsonable, to_jsonable
+from amos_autoseg.utils.dataclass_json import to_jsonable
 
 DATASET_REF_VERSION = 1
 
@@ -47,9 +46,4 @@ class DatasetRef:
     def load(cls, path: str | os.PathLike[str]) -> DatasetRef:
         path = Path(path)
         data = read_json(path, missing="not found; run `amos-autoseg plan` first")
-        if not isinstance(data, dict) or data.get("schema_version") != DATASET_REF_VERSION:
-            raise InputError(path, f"not a dataset reference of schema version {DATASET_REF_VERSION}; re-run plan")
-        try:
-            return from_jsonable(cls, data)
-        except SchemaError as exc:
-            raise InputError(path, f"does not fit the dataset reference schema: {exc}") from None
+        return from_versioned_json(cls, data, path, DATASET_REF_VERSION, "dataset reference")

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from amos_autoseg.utils.jsonio import read_json
+from amos_autoseg.utils.jsonio import from_versioned_json, read_json
 from amos_autoseg.errors import InputError
 from amos_autoseg.utils import atomic
-from amos_autoseg.utils.dataclass_json import SchemaError, from_jsonable, to_jsonable
+from amos_autoseg.utils.dataclass_json import to_jsonable
 
 SCHEMA_VERSION = 1
 
@@ -164,15 +164,7 @@ class Plans:
 
     @classmethod
     def from_json(cls, data: Any, source: str | os.PathLike[str] = "plans.json") -> Plans:
-        if not isinstance(data, dict):
-            raise InputError(source, "plan must be a JSON object")
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise InputError(source, f"plan schema_version {version!r} is not {SCHEMA_VERSION}; re-run plan")
-        try:
-            return from_jsonable(cls, data)
-        except SchemaError as exc:
-            raise InputError(source, f"does not fit the plan schema: {exc}") from None
+        return from_versioned_json(cls, data, source, SCHEMA_VERSION, "plan")
 
     def save(self, path: str | os.PathLike[str]) -> None:
         atomic.write_json(path, self.to_json())
