@@ -180,3 +180,10 @@ def tree_bytes(folder: Path, pattern: str = "*") -> dict[str, bytes]:
 def temp_leftovers(folder: Path) -> list[Path]:
     """Every ``.tmp-*`` file left anywhere under ``folder``."""
     return [p for p in folder.rglob(".tmp-*")]
+
+
+def copy_inputs(trained: dict, folder: Path) -> Path:
+    """Three CT images and one MRI image of the trained fixture's data, as a predict input folder."""
+    for name in ("amos_0001", "amos_0002", "amos_0003", "amos_0501"):
+        shutil.copy(trained["data"] / "imagesTr" / f"{name}.nii.gz", folder / f"{name}.nii.gz")
+    return folder

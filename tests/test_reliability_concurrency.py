@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -12,17 +11,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from reliability_helpers import TRAIN_FLAGS, copy_exp, start_cli, temp_leftovers, trained  # noqa: F401 - fixture
+from reliability_helpers import TRAIN_FLAGS, copy_exp, copy_inputs, start_cli, temp_leftovers, trained  # noqa: F401 - fixture
 
 SHARED = ("plans.json", "splits.json", "dataset_ref.json", "fingerprint.json")
 
 
 @pytest.fixture(scope="module")
 def inputs(trained, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("inputs")
-    for name in ("amos_0001", "amos_0002", "amos_0003", "amos_0501"):
-        shutil.copy(trained["data"] / "imagesTr" / f"{name}.nii.gz", folder / f"{name}.nii.gz")
-    return folder
+    return copy_inputs(trained, tmp_path_factory.mktemp("inputs"))
 
 
 def _wait_all(procs: dict[str, object], timeout_s: float = 240) -> dict[str, tuple[int, str]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reliability_helpers import (TRAIN_FLAGS, copy_exp, kill_when, run_cli, start_cli, temp_leftovers, trained,  # noqa: F401
+from reliability_helpers import (TRAIN_FLAGS, copy_exp, copy_inputs, kill_when, run_cli, start_cli, temp_leftovers, trained,  # noqa: F401
                                  tree_bytes)
 
 PLAN_FILES = ("fingerprint.json", "plans.json", "splits.json", "dataset_ref.json", "plan_config.json")
@@ -86,12 +86,7 @@ def test_train_killed_mid_epoch_then_resumed_equals_uninterrupted(trained, tmp_p
 
 @pytest.fixture(scope="module")
 def four_inputs(trained, tmp_path_factory) -> Path:
-    import shutil
-
-    folder = tmp_path_factory.mktemp("four")
-    for name in ("amos_0001", "amos_0002", "amos_0003", "amos_0501"):
-        shutil.copy(trained["data"] / "imagesTr" / f"{name}.nii.gz", folder / f"{name}.nii.gz")
-    return folder
+    return copy_inputs(trained, tmp_path_factory.mktemp("four"))
 
 
 def test_predict_killed_between_and_inside_cases_then_rerun_equals_uninterrupted(trained, four_inputs, tmp_path):
