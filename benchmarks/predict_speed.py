@@ -81,7 +81,7 @@ def our_experiment(work: Path, pp: Path, raw: Path) -> Path:
     """EXP with nnU-Net's 3d_fullres decisions as our plan and one fold of random weights."""
     from amos_autoseg.network import build_network
     from amos_autoseg.planning.plans import ConfigurationPlan, NetworkPlan, NormalizationPlan, Plans, TrainingPlan
-    from amos_autoseg.training.checkpoint import save_checkpoint
+    from amos_autoseg.runtime.checkpoint import save_checkpoint
     import torch
 
     exp = work / "exp"

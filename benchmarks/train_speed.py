@@ -138,7 +138,7 @@ def time_ours(exp: Path | str, mode: str, device_name: str, iters: int, warmup: 
 
     exp = Path(exp)
     from amos_autoseg.planning.plans import Plans
-    from amos_autoseg.training.amp import make_scaler, resolve_precision
+    from amos_autoseg.runtime.precision import make_scaler, resolve_precision
     from amos_autoseg.training.collaborators import Collaborators, StreamSpec
     from amos_autoseg.training.loss import build_loss
     from amos_autoseg.training.schedule import build_optimizer

@@ -42,7 +42,7 @@ def tiny_plans(spacing=(2.0, 1.5, 1.5), patch=(8, 16, 16), resampling: Resamplin
 def save_checkpoint(exp: Path, plans: Plans, fold: int, seed: int = 0, config: str = "3d_fullres") -> Path:
     """A format-1 checkpoint of the plan's network with random weights in ``EXP/<config>/fold_<fold>``."""
     from amos_autoseg.network import build_network
-    from amos_autoseg.training.checkpoint import save_checkpoint as save
+    from amos_autoseg.runtime.checkpoint import save_checkpoint as save
 
     torch.manual_seed(seed)
     model = build_network(plans.configuration(config).network, 1, plans.num_classes, deep_supervision=True)

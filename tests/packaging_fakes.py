@@ -46,7 +46,7 @@ def tiny_fingerprint() -> Fingerprint:
 def save_fold(exp: Path, plans: Plans, fold: str, seed: int) -> Path:
     """A format-1 final checkpoint with seeded random weights and a validation metrics file."""
     from amos_autoseg.network import build_network
-    from amos_autoseg.training.checkpoint import save_checkpoint
+    from amos_autoseg.runtime.checkpoint import save_checkpoint
 
     torch.manual_seed(seed)
     model = build_network(plans.configuration(CONFIG).network, 1, plans.num_classes, deep_supervision=True)

@@ -7,7 +7,8 @@ import torch
 from data_standin import DyingCases, FailingCases, MemoryCases, make_case
 
 from amos_autoseg.augmentation import config_for
-from amos_autoseg.data.batches import BatchLoader, BatchSource
+from amos_autoseg.data.batches import BatchSource
+from amos_autoseg.data.loader import BatchLoader
 from amos_autoseg.errors import AmosError, InputError
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.multiprocessing as mp
 
 from amos_autoseg.network import build_network
-from amos_autoseg.training import checkpoint as ckpt
+from amos_autoseg.runtime import checkpoint as ckpt
 from amos_autoseg.training.loss import build_loss
 from training_fakes import global_batch, make_exp, rank_slice, tiny_network_plan, tiny_plans
 

@@ -50,7 +50,7 @@ def relist(members: dict) -> None:
 def test_weights_plan_and_rules_round_trip(exp: Path, model: Path):
     from amos_autoseg.inference.postprocess import load_rules
     from amos_autoseg.planning.plans import Plans
-    from amos_autoseg.training.checkpoint import load_checkpoint
+    from amos_autoseg.runtime.checkpoint import load_checkpoint
 
     package = open_model(model)
     assert [f.name for f in package.folds] == ["0", "1"]

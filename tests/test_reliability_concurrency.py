@@ -50,7 +50,7 @@ def _assert_predictions(out: Path, inputs: Path) -> None:
 
 
 def test_five_trainings_and_two_prediction_shards_at_once(trained, inputs, tmp_path):
-    from amos_autoseg.training.checkpoint import FINAL, LATEST, load_checkpoint
+    from amos_autoseg.runtime.checkpoint import FINAL, LATEST, load_checkpoint
 
     exp = copy_exp(trained["exp"], tmp_path / "exp")
     shared_before = {n: (exp / n).read_bytes() for n in SHARED}

@@ -23,7 +23,7 @@ PLAN_FILES = ("fingerprint.json", "plans.json", "splits.json", "dataset_ref.json
 def _assert_only_finished(folder: Path) -> None:
     """Every file under ``folder`` except ``.tmp-*`` ones is complete: JSON parses, arrays and checkpoints load."""
     from amos_autoseg.io.image import read_image
-    from amos_autoseg.training.checkpoint import load_checkpoint
+    from amos_autoseg.runtime.checkpoint import load_checkpoint
 
     for p in sorted(folder.rglob("*")):
         if not p.is_file() or p.name.startswith(".tmp-"):
@@ -61,7 +61,7 @@ def test_plan_killed_mid_fingerprint_then_rerun_equals_uninterrupted(trained, tm
 
 
 def test_train_killed_mid_epoch_then_resumed_equals_uninterrupted(trained, tmp_path):
-    from amos_autoseg.training.checkpoint import FINAL, LATEST, load_checkpoint
+    from amos_autoseg.runtime.checkpoint import FINAL, LATEST, load_checkpoint
     from test_training_loop import assert_same_training
 
     flags = [*TRAIN_FLAGS]

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from amos_autoseg.cli.main import main
-from amos_autoseg.errors import InputError, UsageError
-from amos_autoseg.training import checkpoint as ckpt
+from amos_autoseg.errors import InputError
+from amos_autoseg.runtime import checkpoint as ckpt
 from amos_autoseg.training.fold import train_fold
 from amos_autoseg.training.options import TrainOptions
 from training_fakes import fake_collaborators, make_exp, tiny_plans

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from amos_autoseg.errors import InputError, UsageError
-from amos_autoseg.training import checkpoint as ckpt
+from amos_autoseg.runtime import checkpoint as ckpt
 from amos_autoseg.training import rng
-from amos_autoseg.training.amp import make_scaler, resolve_precision
+from amos_autoseg.runtime.precision import make_scaler, resolve_precision
 from amos_autoseg.training.ddp import split_batch
 from amos_autoseg.training.loss import (DeepSupervisionLoss, DiceCELoss, SoftDiceLoss, build_loss,
                                         deep_supervision_weights, resize_target)

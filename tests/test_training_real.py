@@ -12,7 +12,7 @@ import torch
 from amos_autoseg.cli.main import main
 from amos_autoseg.io.image import read_label
 from amos_autoseg.preprocessing.run import preprocess_experiment
-from amos_autoseg.training import checkpoint as ckpt
+from amos_autoseg.runtime import checkpoint as ckpt
 from amos_autoseg.training.collaborators import Collaborators, StreamSpec
 from conftest import oblique_direction, write_nifti
 from test_training_loop import assert_same_training

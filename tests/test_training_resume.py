@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from amos_autoseg.training import checkpoint as ckpt
+from amos_autoseg.runtime import checkpoint as ckpt
 from amos_autoseg.training.fold import train_fold
 from amos_autoseg.training.options import TrainOptions
 from test_training_loop import assert_same_training

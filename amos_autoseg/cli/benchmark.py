@@ -31,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from amos_autoseg.cli.main import main
     from amos_autoseg.pipeline.benchmark import BenchmarkOptions, run_benchmark
 
     opts = BenchmarkOptions(
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         gpu_memory_gb=args.gpu_memory_gb, epochs=args.epochs, iters_per_epoch=args.iters_per_epoch,
         val_iters=args.val_iters, tta=not args.no_tta, debug=bool(getattr(args, "debug", False)),
     )
-    summary = run_benchmark(opts)
+    summary = run_benchmark(opts, main)
     mean = summary["mean"]
     print(f"mean DSC {100 * mean['dsc']:.2f} %, NSD {100 * mean['nsd']:.2f} % on the {summary['evaluated_on']}")
     print(f"report: {opts.exp / 'benchmark' / 'benchmark.md'}")

@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
+    from amos_autoseg.cli.main import main
     from amos_autoseg.labels import AMOS_SHORT_NAMES
     from amos_autoseg.pipeline.stages import StageTimer, metrics_table, read_json
 
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     data, exp, pred = out / "data", out / "exp", out / "predictions"
     workers = str(common.workers(args))
-    stages = StageTimer(debug=bool(getattr(args, "debug", False)))
+    stages = StageTimer(main, debug=bool(getattr(args, "debug", False)))
     if not (data / "dataset.json").is_file():
         stages.run("synth", ["synth", "--out", data, "--n-ct", args.n_ct, "--n-mri", args.n_mri,
                              "--seed", args.seed, "--size", args.size, "--val-fraction", "0.25"])

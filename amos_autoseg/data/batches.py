@@ -170,7 +170,3 @@ def _read(case: Any, start: list[int], size: list[int]) -> tuple[np.ndarray, np.
         seg = crop_padded(seg_array, start, size, -1, np.int16)[:1]
     return data, seg
 
-
-from amos_autoseg.data.loader import BatchLoader  # noqa: E402  (re-exported: the documented import path)
-
-__all__ = ["BatchSource", "BatchLoader"]

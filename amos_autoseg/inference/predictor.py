@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from amos_autoseg.errors import InputError, UsageError
+from amos_autoseg.errors import InputError
 from amos_autoseg.experiment import ExperimentPaths
 from amos_autoseg.inference.ensemble import probability_ensemble
 from amos_autoseg.inference.export import export_prediction
@@ -29,23 +29,11 @@ from amos_autoseg.inference.sliding_window import sliding_window_inference
 from amos_autoseg.inference.tta import mirrored
 from amos_autoseg.io.image import Geometry
 from amos_autoseg.planning.plans import ConfigurationPlan, Plans
+from amos_autoseg.runtime.device import resolve_device
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint_final.pt"
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``auto``/``None`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a usage error."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UsageError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA GPU is available here; use --device cpu")
-    return dev
 
 
 def find_folds(paths: ExperimentPaths, config: str, folds: Sequence[int | str] | None) -> list[Path]:
@@ -128,7 +116,7 @@ class Predictor:
             tta: mirror over the axes the folds were trained to be mirror-invariant on.
             tile_batch_size: tiles per forward pass (default: 1 on the CPU, the training batch size on CUDA).
         """
-        from amos_autoseg.training.checkpoint import load_checkpoint
+        from amos_autoseg.runtime.checkpoint import load_checkpoint
 
         plans: Plans | None = None
         weights: list[FoldWeights] = []
@@ -160,7 +148,7 @@ class Predictor:
         the CPU and to the training batch size on CUDA.
         """
         from amos_autoseg.network import build_network
-        from amos_autoseg.training.amp import resolve_precision
+        from amos_autoseg.runtime.precision import resolve_precision
 
         cfg = plans.configuration(config)
         dev = resolve_device(device)

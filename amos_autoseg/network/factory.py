@@ -8,11 +8,15 @@ dynamic_network_architectures).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
 
 from amos_autoseg.network.blocks import BasicBlockD
 from amos_autoseg.network.unet import PlainEncoder, ResidualEncoder, UNet, UNetDecoder
-from amos_autoseg.planning.plans import NetworkPlan
+
+if TYPE_CHECKING:  # the plan's record is only a type here: planning imports the network, not back
+    from amos_autoseg.planning.plans import NetworkPlan
 
 ARCHITECTURES = ("PlainConvUNet", "ResidualEncoderUNet")
 

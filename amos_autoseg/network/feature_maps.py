@@ -21,8 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from math import prod
+from typing import TYPE_CHECKING
 
-from amos_autoseg.planning.plans import NetworkPlan
+if TYPE_CHECKING:  # the plan's record is only a type here: planning imports the network, not back
+    from amos_autoseg.planning.plans import NetworkPlan
+
 
 ARCHITECTURES: tuple[str, ...] = ("PlainConvUNet", "ResidualEncoderUNet")
 

@@ -116,7 +116,7 @@ def _fold(path: Path, config: str) -> tuple[FoldEntry, bytes, dict[str, Any], in
     import torch
     from safetensors.torch import save as save_safetensors
 
-    from amos_autoseg.training.checkpoint import load_checkpoint
+    from amos_autoseg.runtime.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path, map_location="cpu")
     if ckpt["config"] != config:

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -47,9 +48,9 @@ class BenchmarkOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def run_benchmark(opts: BenchmarkOptions) -> dict[str, Any]:
-    """Run every stage and write the report; returns the content of ``benchmark.json``."""
-    stages = StageTimer(debug=opts.debug)
+def run_benchmark(opts: BenchmarkOptions, command: Callable[[list[str]], int]) -> dict[str, Any]:
+    """Run every stage through ``command`` (the CLI's ``main``) and write the report; returns ``benchmark.json``."""
+    stages = StageTimer(command, debug=opts.debug)
     out = opts.exp / "benchmark"
     w = str(opts.workers)
     meta = ["--meta", opts.meta] if opts.meta else []

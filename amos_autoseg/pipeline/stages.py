@@ -1,6 +1,7 @@
 """Whole-pipeline runs composed from the stage subcommands (used by ``demo`` and ``benchmark``).
 
-Each stage is run through the same entry point a user types (``amos_autoseg.cli.main.main``), so a pipeline run
+Each stage is run through the same entry point a user types (``amos_autoseg.cli.main.main``, handed in by the
+``demo`` and ``benchmark`` subcommands, so that the pipeline never imports the CLI back), so a pipeline run
 exercises exactly the commands of CONTRACT.md, and every stage's own resumability applies: re-running a pipeline
 after an interruption skips what is finished and continues the rest.
 """
@@ -29,18 +30,23 @@ class StageFailed(AmosError):
 
 @dataclass
 class StageTimer:
-    """Runs stages and remembers how long each took (for the pipeline's report)."""
+    """Runs stages and remembers how long each took (for the pipeline's report).
 
+    Attributes:
+        command: the CLI entry point, ``argv -> exit code`` (``amos_autoseg.cli.main.main``).
+        debug: pass ``--debug`` to every stage.
+        seconds: time per stage name so far.
+    """
+
+    command: Callable[[list[str]], int]
     debug: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
 
     def run(self, name: str, argv: Sequence[str]) -> None:
-        from amos_autoseg.cli.main import main
-
         args = [str(a) for a in argv]
         log.info("stage %s: amos-autoseg %s", name, " ".join(args))
         t0 = time.perf_counter()
-        code = main((["--debug"] if self.debug else []) + args)
+        code = self.command((["--debug"] if self.debug else []) + args)
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
         if code != 0:
             raise StageFailed(args, code)

@@ -1,5 +1,5 @@
-"""Training: loss, schedule, mixed precision, checkpoints, logging, DDP, the loop and the final validation.
+"""Training: loss, schedule, logging, DDP, the loop and the final validation.
 
-Entry point: :func:`amos_autoseg.training.fold.train_fold` (what ``amos-autoseg train`` runs). Checkpoints are
-read with :func:`amos_autoseg.training.checkpoint.load_checkpoint`.
+Entry point: :func:`amos_autoseg.training.fold.train_fold` (what ``amos-autoseg train`` runs). Precision and the
+checkpoint format live in :mod:`amos_autoseg.runtime`, shared with inference.
 """

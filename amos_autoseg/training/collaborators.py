@@ -73,7 +73,8 @@ def _in_channels(folder: Path, case_id: str) -> int:
 
 def _batch_stream(spec: StreamSpec) -> BatchStream:
     from amos_autoseg.augmentation import config_for
-    from amos_autoseg.data.batches import BatchLoader, BatchSource
+    from amos_autoseg.data.batches import BatchSource
+    from amos_autoseg.data.loader import BatchLoader
     from amos_autoseg.preprocessing.storage import open_case
 
     augment = config_for(spec.patch_size, spec.mirror_axes) if spec.augment else None

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from amos_autoseg.errors import UsageError
+from amos_autoseg.runtime.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +38,6 @@ class DistContext:
     def is_main(self) -> bool:
         """Whether this process writes files (rank 0)."""
         return self.rank == 0
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``"auto"`` -> CUDA when available else CPU; ``"cuda"`` without a GPU is a usage error."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda: no CUDA device is visible to torch")
-        return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
-    if name != "cpu":
-        raise UsageError(f"--device {name!r}: use cpu, cuda or auto")
-    return torch.device("cpu")
 
 
 def init_from_env(device_name: str = "auto", timeout_min: float = 30.0) -> DistContext:

@@ -19,9 +19,9 @@ from torch import nn
 from amos_autoseg.errors import InputError, UsageError
 from amos_autoseg.experiment import ExperimentPaths
 from amos_autoseg.planning.plans import Plans, TrainingPlan
-from amos_autoseg.training import checkpoint as ckpt
+from amos_autoseg.runtime import checkpoint as ckpt
 from amos_autoseg.training import ddp, rng
-from amos_autoseg.training.amp import make_scaler, resolve_precision
+from amos_autoseg.runtime.precision import make_scaler, resolve_precision
 from amos_autoseg.training.collaborators import Collaborators, StreamSpec
 from amos_autoseg.training.loop import LoopParts, LoopSettings, TrainState, run_training
 from amos_autoseg.training.loss import build_loss

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from amos_autoseg.training.amp import Precision
+from amos_autoseg.runtime.precision import Precision
 from amos_autoseg.training.online_dice import PseudoDice
 
 

@@ -21,7 +21,7 @@ from torch import nn
 from amos_autoseg.errors import InputError
 from amos_autoseg.experiment import ExperimentPaths
 from amos_autoseg.planning.plans import Plans
-from amos_autoseg.training.amp import Precision
+from amos_autoseg.runtime.precision import Precision
 from amos_autoseg.training.ddp import DistContext
 from amos_autoseg.utils import atomic
 
