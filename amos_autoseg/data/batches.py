@@ -181,16 +181,7 @@ class BatchSource:
             "augment": {"records": [record dicts], "offsets": [[int]], "in_shape": [int], "patch": [int]}}``.
         """
         windows = [self.make_window(step, index) for index in self.indices]
-        shape = [max(w[0].shape[1 + a] for w in windows) for a in range(len(self.patch_size))]
-        lo = min(int(w[1].min()) for w in windows)
-        hi = max(int(w[1].max()) for w in windows)
-        seg_dtype = np.int8 if -128 <= lo and hi <= 127 else np.int16
-        data = np.zeros((len(windows), windows[0][0].shape[0], *shape), dtype=np.float32)
-        seg = np.full((len(windows), 1, *shape), -1, dtype=seg_dtype)
-        for k, (d, s, _, _, _) in enumerate(windows):
-            region = tuple(slice(0, n) for n in d.shape[1:])
-            data[(k, slice(None), *region)] = d
-            seg[(k, slice(None), *region)] = s
+        data, seg = pack_windows([w[0] for w in windows], [w[1] for w in windows])
         return {
             "data": data, "target": seg, "case_ids": [w[4] for w in windows],
             "augment": {"records": [w[2].to_dict() for w in windows], "offsets": [w[3] for w in windows],
@@ -232,6 +223,29 @@ def _read(case: Any, start: list[int], size: list[int]) -> tuple[np.ndarray, np.
         seg = crop_padded(seg_array, start, size, -1, np.int16)[:1]
     return data, seg
 
+
+
+def pack_windows(data: list[np.ndarray], seg: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of different shapes at the origin of one buffer as large as the largest window per axis.
+
+    Args:
+        data: per sample ``(C, *w)`` float32.
+        seg: per sample ``(1, *w)`` integer labels.
+
+    Returns:
+        ``(b, C, *W)`` float32 padded with 0 and ``(b, 1, *W)`` labels padded with -1, int8 when every label
+        fits (lossless), else int16.
+    """
+    dims = data[0].ndim - 1
+    shape = [max(d.shape[1 + a] for d in data) for a in range(dims)]
+    lo, hi = min(int(s.min()) for s in seg), max(int(s.max()) for s in seg)
+    out = np.zeros((len(data), data[0].shape[0], *shape), dtype=np.float32)
+    out_seg = np.full((len(data), 1, *shape), -1, dtype=np.int8 if -128 <= lo and hi <= 127 else np.int16)
+    for k, (d, s) in enumerate(zip(data, seg)):
+        region = tuple(slice(0, n) for n in d.shape[1:])
+        out[(k, slice(None), *region)] = d
+        out_seg[(k, slice(None), *region)] = s
+    return out, out_seg
 
 
 def augment_on_device(batch: dict[str, Any], device: Any) -> dict[str, Any]:
