@@ -171,3 +171,30 @@ def test_window_batches_through_worker_processes_are_the_serial_ones(cases):
     assert torch.equal(again["data"], serial[1]["data"]) and torch.equal(again["target"], serial[1]["target"])
     with pytest.raises(ValueError):
         BatchSource(cases, ["c0"], [8, 16, 16], 2, 0.33, 9, None, augment_on="gpu")
+
+
+def test_cases_of_masked_modalities_are_zero_outside_the_body_after_augmenting():
+    mri = make_case((18, 40, 38), BOXES, channels=2, seed=5, body_margin=3)
+    mri.properties = {"modality": "MRI"}
+    ct = make_case((18, 40, 38), BOXES, channels=2, seed=6, body_margin=3)
+    ct.properties = {"modality": "CT"}
+    cfg = replace(config_for([8, 16, 16]), p_brightness=1, p_contrast=1, p_noise=0, p_rotation=0.5)
+
+    def source(on):
+        return BatchSource(MemoryCases({"mri": mri, "ct": ct}), ["ct", "mri"], [8, 16, 16], 4, 0.0, 3, cfg,
+                           augment_on=on, mask_modalities=("MRI",))
+
+    cpu, device = source("cpu"), source("device")
+    seen = {"mri": 0, "ct": 0}
+    for step in range(6):
+        windows = [cpu.make_window(step, i) for i in range(4)]
+        assert all(w[2].mask_channels == ((0, 1) if w[4] == "mri" else ()) for w in windows)
+        for data, seg, rec, offset, case_id in windows:
+            image, labels = apply(data, seg, rec, [8, 16, 16], offset=offset, in_shape=cpu.crop_size)
+            outside = labels[0] < 0
+            if outside.any():
+                seen[case_id] += 1
+                assert (np.all(image[:, outside] == 0)) == (case_id == "mri")
+        got = augment_on_device(device.make_batch(step), torch.device("cpu"))["data"].numpy()
+        assert np.abs(got - cpu.make_batch(step)["data"]).max() <= IMAGE_TOL  # the device path masks alike
+    assert seen["mri"] and seen["ct"]

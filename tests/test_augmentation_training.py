@@ -58,7 +58,7 @@ def test_augment_on_resolution_and_plan_switches(tmp_path):
     assert resolve_augment_on("auto", "cuda") == "device" and resolve_augment_on("auto", "cpu") == "cpu"
     assert resolve_augment_on("device", "cpu") == "device"
     plan = tiny_plans().training
-    assert (plan.augment_on, plan.seg_interpolation) == ("auto", "linear")  # nnU-Net's label interpolation
+    assert (plan.augment_on, plan.seg_interpolation, plan.mask_outside_body) == ("auto", "linear", True)
     opts = TrainOptions(exp=tmp_path, fold="0", augment_on="cpu")
     assert resolve_training(plan, opts).augment_on == "cpu"
     with pytest.raises(InputError, match="seg_interpolation"):

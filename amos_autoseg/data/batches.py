@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -70,6 +71,8 @@ class BatchSource:
         augment_on: ``"cpu"``: batches come augmented (:func:`~amos_autoseg.augmentation.apply`, in the loader's
             worker); ``"device"``: batches hold the windows and records (:meth:`make_window_batch`) and
             :func:`augment_on_device` augments them where training runs.
+        mask_modalities: modalities normalised inside the body mask: after augmenting, every channel of their
+            cases is set to 0 where the labels say "outside the body" (nnU-Net's ``MaskImageTransform``).
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class BatchSource:
         rank: int = 0,
         world_size: int = 1,
         augment_on: str = "cpu",
+        mask_modalities: tuple[str, ...] = (),
     ) -> None:
         if not case_ids:
             raise ValueError("a batch source needs at least one case")
@@ -103,6 +107,7 @@ class BatchSource:
         self.seed = int(seed)
         self.augment = augment
         self.augment_on = augment_on
+        self.mask_modalities = tuple(mask_modalities)
         self.rank, self.world_size = int(rank), int(world_size)
         self.indices = rank_slice(self.batch_size, self.world_size, self.rank)
         self.forced = forced_foreground(self.batch_size, self.oversample_foreground)
@@ -161,6 +166,8 @@ class BatchSource:
             raise ValueError("a batch source without augmentation has no augmentation windows")
         case_id, case, start = self._locate(step, index)
         params = sample_params(sample_rng(self.seed, step, index, STREAM_AUGMENT), self.augment, case.data.shape[0])
+        if _modality(case) in self.mask_modalities:
+            params = replace(params, mask_channels=tuple(range(case.data.shape[0])))
         window = input_window(params, self.crop_size, self.patch_size)
         if len(self.patch_size) == 2:
             window = [(0, 1), *window]
@@ -209,6 +216,13 @@ class BatchSource:
         while len(self._cases) > CASE_CACHE:
             self._cases.popitem(last=False)
         return case
+
+
+def _modality(case: Any) -> str | None:
+    """The case's modality from its properties (``CaseProperties`` or a plain mapping), if it has one."""
+    props = getattr(case, "properties", None)
+    value = props.get("modality") if isinstance(props, dict) else getattr(props, "modality", None)
+    return None if value is None else str(value)
 
 
 def _read(case: Any, start: list[int], size: list[int]) -> tuple[np.ndarray, np.ndarray]:

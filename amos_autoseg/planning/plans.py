@@ -109,7 +109,9 @@ class TrainingPlan:
     Augmentation switches: ``augment_on`` says where the training augmentation runs (``"auto"``: on the training
     device when it is a GPU, else in the loader's CPU workers; ``"cpu"``; ``"device"``), which changes the noise
     field only (see ``amos_autoseg.augmentation.batched``); ``seg_interpolation`` is ``"linear"`` (nnU-Net's
-    default: linear on the one-hot labels, then argmax) or ``"nearest"`` (nnU-Net's ``DASegOrd0`` variants).
+    default: linear on the one-hot labels, then argmax) or ``"nearest"`` (nnU-Net's ``DASegOrd0`` variants);
+    ``mask_outside_body`` zeroes the cases of modalities normalised inside the body mask outside it after
+    augmenting (nnU-Net's ``MaskImageTransform``).
     """
 
     epochs: int = 1000
@@ -128,6 +130,7 @@ class TrainingPlan:
     compile: bool = False
     augment_on: str = "auto"
     seg_interpolation: str = "linear"
+    mask_outside_body: bool = True
     seed: int = 12345
 
 

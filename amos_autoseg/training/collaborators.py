@@ -39,6 +39,7 @@ class StreamSpec:
             and the stream augments them on ``device``).
         seg_interpolation: ``"linear"`` or ``"nearest"`` label sampling in the spatial transform.
         device: the training device (where ``augment_on="device"`` augments).
+        mask_modalities: modalities whose augmented patches are zeroed outside the body.
     """
 
     folder: Path
@@ -56,6 +57,7 @@ class StreamSpec:
     augment_on: str = "cpu"
     seg_interpolation: str = "linear"
     device: str = "cpu"
+    mask_modalities: tuple[str, ...] = ()
 
 
 def _build_network(plan: NetworkPlan, in_channels: int, num_classes: int,
@@ -89,7 +91,8 @@ def _batch_stream(spec: StreamSpec) -> BatchStream:
     on_device = augment is not None and spec.augment_on == "device"
     source = BatchSource(partial(open_case, spec.folder), spec.case_ids, spec.patch_size, spec.batch_size,
                          spec.oversample_foreground, spec.seed, augment, rank=spec.rank,
-                         world_size=spec.world_size, augment_on="device" if on_device else "cpu")
+                         world_size=spec.world_size, augment_on="device" if on_device else "cpu",
+                         mask_modalities=spec.mask_modalities)
 
     def stream(start_step: int, num_steps: int) -> Iterable[Mapping[str, Any]]:
         loader = BatchLoader(source, start_step, num_steps, spec.workers, pin_memory=spec.pin_memory)

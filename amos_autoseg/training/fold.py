@@ -105,7 +105,8 @@ def _train(opts: TrainOptions, collab: Collaborators, ctx: ddp.DistContext) -> F
         return collab.batch_stream(StreamSpec(
             folder, ids, list(cfg.patch_size), cfg.batch_size, training.oversample_foreground,
             rng.derive_seed(base, stream_id), augment, list(training.mirror_axes), ctx.rank, ctx.world_size,
-            workers, ctx.device.type == "cuda", augment_on, training.seg_interpolation, str(ctx.device)))
+            workers, ctx.device.type == "cuda", augment_on, training.seg_interpolation, str(ctx.device),
+            tuple(m for m, n in plans.normalization.items() if n.use_mask) if training.mask_outside_body else ()))
 
     def save(state: TrainState, name: str) -> None:
         payload = _payload(model, optimizer, scaler, state, opts, plans, training, train_log, base)
