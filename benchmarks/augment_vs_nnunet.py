@@ -14,7 +14,8 @@ Prints markdown tables:
    float32 image and int8 labels) against whole enlarged crops.
 
 Usage: ``python benchmarks/augment_vs_nnunet.py [--draws 3000]`` (needs the nnU-Net venv of ``benchmarks/anchor.py``;
-the first call makes it).
+the first call makes it). ``--device-check cuda`` instead compares our device path on that device with our CPU
+path on realistic batches (2 x 64x128x128, 15 labels) and times both; it needs no nnU-Net.
 """
 from __future__ import annotations
 
@@ -121,12 +122,8 @@ def label_cost_table() -> None:
     print(f"ours (linear) agrees with bgv2 on {agree:.6f} of the voxels")
 
 
-def shipping_table(steps: int = 40) -> None:
-    import numpy as np
-
-    from amos_autoseg.augmentation import config_for
-    from amos_autoseg.data.batches import BatchSource
-
+def _loader_case():
+    """The in-memory case of ``benchmarks/loader_speed.py`` (1x160x288x288, 15 box organs), as ``open_case``."""
     namespace: dict = {}
     exec(Path(ROOT / "benchmarks" / "loader_speed.py").read_text().split("MAKE_CASE = '''")[1].split("'''")[0],
          namespace)
@@ -137,8 +134,17 @@ def shipping_table(steps: int = 40) -> None:
 
     case = Case()
     case.data, case.seg, case.class_locations = data, seg, locations
+    return lambda _id: case
+
+
+def shipping_table(steps: int = 40) -> None:
+    import numpy as np
+
+    from amos_autoseg.augmentation import config_for
+    from amos_autoseg.data.batches import BatchSource
+
     patch = [64, 128, 128]
-    src = BatchSource(lambda _id: case, ["case"], patch, 2, 0.33, 0, config_for(patch), augment_on="device")
+    src = BatchSource(_loader_case(), ["case"], patch, 2, 0.33, 0, config_for(patch), augment_on="device")
     shipped = [src.make_batch(step) for step in range(steps)]
     ours = np.mean([b["data"].nbytes + b["target"].nbytes for b in shipped])
     crop = int(np.prod(src.crop_size))
@@ -154,12 +160,67 @@ def shipping_table(steps: int = 40) -> None:
           "(not done: the image stays float32)")
 
 
+def device_check(device_name: str, steps: int) -> None:
+    """Our device path on ``device_name`` against our CPU path: agreement and seconds per batch."""
+    import numpy as np
+    import torch
+
+    from amos_autoseg.augmentation import config_for
+    from amos_autoseg.data.batches import BatchSource, augment_on_device
+
+    device = torch.device(device_name)
+    patch = [64, 128, 128]
+    cfg = config_for(patch)
+    cpu = BatchSource(_loader_case(), ["case"], patch, 2, 0.33, 0, cfg)
+    dev = BatchSource(_loader_case(), ["case"], patch, 2, 0.33, 0, cfg, augment_on="device")
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    augment_on_device(dev.make_batch(10_000), device)  # warm-up (kernels, cuDNN autotuning)
+    worst, mismatch, voxels, t_cpu, t_ship, t_dev = 0.0, 0, 0, 0.0, 0.0, 0.0
+    for step in range(steps):
+        t = time.perf_counter()
+        want = cpu.make_batch(step)
+        t_cpu += time.perf_counter() - t
+        t = time.perf_counter()
+        raw = dev.make_batch(step)
+        t_ship += time.perf_counter() - t
+        sync()
+        t = time.perf_counter()
+        got = augment_on_device(raw, device)
+        sync()
+        t_dev += time.perf_counter() - t
+        records = raw["augment"]["records"]
+        for k, rec in enumerate(records):
+            if rec["noise_std"] is None:
+                worst = max(worst, float(np.abs(got["data"][k].cpu().numpy() - want["data"][k]).max()))
+        mismatch += int((got["target"].cpu().numpy() != want["target"]).sum())
+        voxels += want["target"].size
+    print(f"Device path on {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}) "
+          f"against the CPU path, {steps} batches of 2 x {patch}, loader_speed.py's case, seg linear:")
+    print("| quantity | value |")
+    print("| --- | --- |")
+    print(f"| max abs image difference (samples without noise) | {worst:.2e} |")
+    print(f"| label voxels that differ | {mismatch} of {voxels} ({mismatch / voxels:.2e}) |")
+    print(f"| CPU path: loader work per batch (read + augment), s | {t_cpu / steps:.3f} |")
+    print(f"| device path: loader work per batch (read windows), s | {t_ship / steps:.3f} |")
+    print(f"| device path: augmentation on {device_name} per batch, s | {t_dev / steps:.4f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=3000, help="parameter draws per side for the law table")
+    parser.add_argument("--device-check", metavar="DEVICE", default=None,
+                        help="only compare our device path on DEVICE (e.g. cuda) with our CPU path")
+    parser.add_argument("--steps", type=int, default=20, help="batches for --device-check")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+    if args.device_check:
+        device_check(args.device_check, args.steps)
+        return
     from benchmarks.anchor import nnunet_python
 
     nnunet_python()  # the venv whose site-packages tests/nnunet_anchor.py imports nnU-Net from

@@ -91,7 +91,7 @@ def _argmax(seg: torch.Tensor, grid: torch.Tensor, nearest: torch.Tensor, presen
     indicator = torch.empty(seg.shape, dtype=torch.float32, device=seg.device)
 
     def score(u: int) -> torch.Tensor:
-        torch.eq(seg, u, out=indicator)
+        indicator.copy_(seg == u)
         shift = reach and u == pad_label
         if shift:
             indicator.sub_(1.0)
