@@ -42,9 +42,9 @@ class AugmentationConfig:
         rotation_deg: range of the rotation angle in degrees (per axis in 3-d, in-plane otherwise).
         estimate_scaling: the scale range nnU-Net's ``get_patch_size`` divides by to size the enlarged patch
             (0.85, 1.25); it is not the scaling range used (nnU-Net's own comment says so), kept to crop the same.
-        seg_interpolation: ``"nearest"`` (nnU-Net's ``DASegOrd0`` variants, the default here: see
-            ``amos_autoseg.augmentation.spatial``) or ``"linear"`` (per-label linear on the one-hot, argmax;
-            nnU-Net's default).
+        seg_interpolation: ``"linear"`` (linear on the one-hot labels, then argmax: nnU-Net's default and ours,
+            see :mod:`amos_autoseg.augmentation.labels`) or ``"nearest"`` (nnU-Net's ``DASegOrd0`` variants:
+            cheaper on the CPU, labels shifted by up to half a voxel at borders).
         mask_channels: channels set to 0 where the segmentation is -1 (outside the body) after augmenting;
             nnU-Net's ``MaskImageTransform`` for modalities normalised inside a mask.
     """
@@ -75,7 +75,7 @@ class AugmentationConfig:
     gamma_retain_stats: bool = True
     mirror_axes: tuple[int, ...] = (0, 1, 2)
     p_mirror_per_axis: float = 0.5
-    seg_interpolation: str = "nearest"
+    seg_interpolation: str = "linear"
     mask_channels: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:

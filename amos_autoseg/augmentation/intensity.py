@@ -3,8 +3,9 @@
 Each function is the deterministic half of a batchgeneratorsv2 transform nnU-Net uses (same formulas):
 
 * :func:`add_noise`: ``x += N(0, std)`` (``GaussianNoiseTransform``; the field from a seeded PCG64).
-* :func:`blur`: separable gaussian per axis, mirrored borders (``GaussianBlurTransform``), with
-  ``scipy.ndimage.gaussian_filter`` (kernel radius 3 sigma, like bgv2's 6-sigma-wide kernel).
+* :func:`blur`: separable gaussian per axis, mirrored borders (``GaussianBlurTransform``): bgv2's kernel
+  (:func:`gaussian_kernel`: ``6 sigma + 0.5`` rounded to the nearest odd size, sampled and normalised), applied
+  axis after axis with ``scipy.ndimage.correlate1d`` (``mode="mirror"`` is torch's ``"reflect"`` padding).
 * :func:`scale_brightness`: ``x *= m`` (``MultiplicativeBrightnessTransform``).
 * :func:`adjust_contrast`: ``(x - mean) * f + mean``, clipped to the previous range (``ContrastTransform``).
 * :func:`simulate_low_resolution`: nearest-exact downsampling then (bi/tri)linear upsampling with
@@ -35,11 +36,31 @@ def add_noise(data: np.ndarray, std: float, seed: int) -> None:
     data += noise
 
 
+def gaussian_kernel(sigma: float) -> np.ndarray:
+    """The 1-d gaussian kernel bgv2's ``GaussianBlurTransform`` uses for ``sigma`` (float32, sums to 1).
+
+    Size: ``6 sigma + 0.5`` rounded (half to even, Python's ``round``) to the nearest odd number; taps at
+    ``-(size - 1) / 2 .. (size - 1) / 2``.
+    """
+    target = 6.0 * float(sigma) + 0.5
+    size = round(target)
+    if size % 2 == 0:
+        size = size + 1 if target - size >= 0 else size - 1
+    size = max(size, 1)
+    x = np.linspace(-(size - 1) / 2.0, (size - 1) / 2.0, size)
+    pdf = np.exp(-0.5 * (x / float(sigma)) ** 2)
+    return (pdf / pdf.sum()).astype(np.float32)
+
+
 def blur(data: np.ndarray, sigmas: Sequence[Sequence[float] | None]) -> None:
-    """Gaussian blur of each channel with its per-axis ``sigmas`` (None: channel untouched)."""
+    """Gaussian blur of each channel with its per-axis ``sigmas`` (None: channel untouched), axis 0 first."""
     for c, sigma in enumerate(sigmas):
-        if sigma is not None:
-            data[c] = ndimage.gaussian_filter(data[c], sigma=tuple(sigma), mode="mirror", truncate=3.0)
+        if sigma is None:
+            continue
+        x = data[c]
+        for axis, s in enumerate(sigma):
+            x = ndimage.correlate1d(x, gaussian_kernel(s), axis=axis, mode="mirror")
+        data[c] = x
 
 
 def scale_brightness(data: np.ndarray, multipliers: Sequence[float]) -> None:

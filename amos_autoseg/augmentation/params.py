@@ -2,8 +2,9 @@
 
 :func:`sample_params` draws everything random about one sample's augmentation from a seeded
 ``numpy.random.Generator`` into an :class:`AugParams` record: plain numbers, tuples and None, serialisable with
-:meth:`AugParams.to_dict`. Applying a record (:func:`amos_autoseg.augmentation.apply.apply` on CPU, a batched GPU
-path later) draws nothing except the noise field, which comes from the record's own ``noise_seed``. So the same
+:meth:`AugParams.to_dict`. Applying a record (:func:`amos_autoseg.augmentation.apply.apply` on the CPU,
+:func:`amos_autoseg.augmentation.batched.augment_batch` batched on any device) draws nothing except the noise
+field, which comes from the record's own ``noise_seed``. So the same
 seed gives the same record on any machine and in any process, and a record can be replayed or logged.
 
 The order of the draws below defines the stream; changing it changes every run's augmentation.

@@ -8,15 +8,13 @@ Outside the crop the image is 0 and the segmentation -1, padded *before* interpo
 outer edge of its border voxels). Without rotation or scaling the patch is a plain crop starting at
 ``s // 2 - p // 2``.
 
-Application uses ``torch.nn.functional.grid_sample`` on the CPU (``align_corners=False``, zero padding with a
-shift for other padding values): bilinear for the image; for the segmentation nearest, or bilinear on each
-label's indicator with the argmax taken (``"linear"``, nnU-Net's default; ties go to the nearest neighbour's label
-when it is among the tied ones). It is the operator nnU-Net's batchgeneratorsv2 uses, so the sampling positions
-and padding behave identically, it runs unchanged on CUDA tensors for a GPU path, and on this 2-core machine it
-was about 2x faster than ``scipy.ndimage.map_coordinates`` (order 1, ``grid-constant``) on a rotated
-64x128x128 patch (0.16 s vs 0.33 s, contended CPU). batchgenerators v1's ``augment_spatial`` is not used because
-it draws its own parameters from numpy's global generator. Nearest is the default for the segmentation: it costs
-one interpolation instead of one per label present (timings in ``benchmarks/RESULTS.md``).
+Application uses ``torch.nn.functional.grid_sample`` on the CPU (``align_corners=False``, zero padding): bilinear
+for the image; for the segmentation (:mod:`amos_autoseg.augmentation.labels`) linear on the one-hot labels then
+argmax (``seg_order=1``, nnU-Net's default and ours) or nearest (``seg_order=0``, nnU-Net's ``DASegOrd0``
+variants). It is the operator nnU-Net's batchgeneratorsv2 uses, so the sampling positions and padding behave
+identically, and the batched device path (:mod:`amos_autoseg.augmentation.batched`) runs the same operators.
+batchgenerators v1's ``augment_spatial`` is not used because it draws its own parameters from numpy's global
+generator.
 
 :func:`input_window` gives the part of the enlarged crop a record actually reads, so the loader can read only
 that from disk; sampling from the window gives the same values as sampling from the whole crop, up to the float32
@@ -109,13 +107,11 @@ def to_grid(coords: np.ndarray, shape: Sequence[int]) -> torch.Tensor:
     return torch.from_numpy(np.stack(parts, axis=-1).astype(np.float32))[None]
 
 
-def _sample(volume: torch.Tensor, grid: torch.Tensor, mode: str, pad_value: float) -> torch.Tensor:
-    """``grid_sample`` of ``(C, *w)`` with constant padding ``pad_value`` (shift trick: it pads with zeros)."""
+def _sample(volume: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Bilinear ``grid_sample`` of ``(C, *w)`` with zero padding."""
     from torch.nn.functional import grid_sample
 
-    x = volume if pad_value == 0 else volume - pad_value
-    out = grid_sample(x[None], grid, mode=mode, padding_mode="zeros", align_corners=False)[0]
-    return out if pad_value == 0 else out + pad_value
+    return grid_sample(volume[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
 
 
 def apply_spatial(data: np.ndarray, seg: np.ndarray, params: AugParams, in_shape: Sequence[int],
@@ -140,43 +136,10 @@ def apply_spatial(data: np.ndarray, seg: np.ndarray, params: AugParams, in_shape
                 np.ascontiguousarray(seg[(slice(None), *region)], dtype=np.int16))
     import torch
 
+    from amos_autoseg.augmentation.labels import linear_labels, nearest_labels
+
     grid = to_grid(sample_coordinates(params, in_shape, patch, off), data.shape[1:])
-    image = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
-    out = _sample(image, grid, "bilinear", 0.0).numpy()
-    labels = torch.from_numpy(np.ascontiguousarray(seg, dtype=np.int16))
-    if params.seg_order == 0:
-        seg_out = _sample(labels.float(), grid, "nearest", -1.0)
-    else:
-        seg_out = _linear_label_sampling(labels, grid)
-    return out, seg_out.round().to(torch.int16).numpy()
-
-
-def _linear_label_sampling(seg: torch.Tensor, grid: torch.Tensor, pad_label: int = -1) -> torch.Tensor:
-    """Argmax over labels of the linearly interpolated label indicators (the padding label included).
-
-    Scores are rounded to 1e-4 so that float noise does not split ties; a tie goes to the nearest neighbour's
-    label when it is among the tied ones, else to the lowest tied label.
-    """
-    import torch
-
-    nearest = _sample(seg.float(), grid, "nearest", float(pad_label))[0]
-    labels = torch.unique(seg).tolist()
-    if pad_label not in labels:
-        labels = [pad_label, *labels]
-    patch = nearest.shape
-    best = torch.full(patch, -float("inf"))
-    winner = torch.full(patch, float(pad_label))
-    nn_score = torch.full(patch, -float("inf"))
-    indicator = torch.empty(seg.shape, dtype=torch.float32)
-    for u in labels:
-        torch.eq(seg, u, out=indicator)
-        score = _sample(indicator, grid, "bilinear", 1.0 if u == pad_label else 0.0)[0]
-        score = torch.round(score, decimals=4)
-        better = score > best
-        winner[better] = float(u)
-        torch.maximum(best, score, out=best)
-        mine = nearest == u
-        nn_score[mine] = score[mine]
-    tie = nn_score == best
-    winner[tie] = nearest[tie]
-    return winner[None]
+    out = _sample(torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), grid).numpy()
+    labels = torch.from_numpy(np.ascontiguousarray(seg, dtype=np.int16))[None]
+    sample = nearest_labels if params.seg_order == 0 else linear_labels
+    return out, sample(labels, grid)[0].numpy()

@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="end this run once E epochs are complete (continue later with --resume)")
     p.add_argument("--no-validation", action="store_true",
                    help="skip the sliding-window validation of the fold's cases at the end")
+    p.add_argument("--augment-on", choices=["auto", "cpu", "device"], default=None,
+                   help="where the training augmentation runs: cpu (the loader's workers) or device (batched where "
+                        "training runs); the plan's training.augment_on when not given, \"auto\": device on CUDA")
     p.add_argument("--workers", type=int, default=None, metavar="W",
                    help="data-loading worker processes; 0 loads in the training process "
                         "(default: CPUs, at most 8)")
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         iterations_per_epoch=args.iters_per_epoch, val_iterations_per_epoch=args.val_iters, seed=args.seed,
         initial_lr=args.lr, momentum=args.momentum,
         compile=args.compile, resume=args.resume, workers=common.workers(args),
-        stop_after_epoch=args.stop_after_epoch, validate=not args.no_validation,
+        stop_after_epoch=args.stop_after_epoch, validate=not args.no_validation, augment_on=args.augment_on,
     )
     train_fold(opts)
     return 0

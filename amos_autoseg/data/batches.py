@@ -12,8 +12,9 @@ Per sample (nnU-Net v2's ``nnUNetDataLoader`` + ``get_training_transforms``):
    class is chosen uniformly among the classes present in the case, a stored voxel of it uniformly, and the crop
    centred there; otherwise (or without foreground) the crop start is uniform within the padded bounds;
 3. with augmentation the crop is the enlarged patch (``enlarged_patch_size``), of which only the window the
-   sampled transform reads is loaded; then the augmentation record is applied; without augmentation (validation)
-   the final patch is cropped directly;
+   sampled transform reads is loaded; then the augmentation record is applied, here (``augment_on="cpu"``) or
+   batched on the training device (``"device"``: the batch holds the windows and the records, and
+   :func:`augment_on_device` finishes it); without augmentation (validation) the final patch is cropped directly;
 4. outside the image the data is 0 and the segmentation -1, which is finally mapped to 0 (``RemoveLabelTransform``).
 
 2-d configurations (two-entry patch) crop one slice of the 3-d case and return ``(B, C, y, x)`` batches.
@@ -22,11 +23,19 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from amos_autoseg.augmentation import AugmentationConfig, apply, enlarged_patch_size, input_window, sample_params
+from amos_autoseg.augmentation import (
+    AugmentationConfig,
+    AugParams,
+    apply,
+    enlarged_patch_size,
+    input_window,
+    sample_params,
+)
 from amos_autoseg.data.sampling import (
     STREAM_AUGMENT,
     STREAM_CROP,
@@ -41,6 +50,7 @@ from amos_autoseg.data.sampling import (
 from amos_autoseg.errors import InputError
 
 CASE_CACHE = 16
+AUGMENT_ON = ("cpu", "device")
 
 
 class BatchSource:
@@ -58,6 +68,11 @@ class BatchSource:
         seed: the run's data seed (non-negative).
         augment: augmentation settings, or None for validation batches (plain crops).
         rank, world_size: this process's share of the global batch under DDP.
+        augment_on: ``"cpu"``: batches come augmented (:func:`~amos_autoseg.augmentation.apply`, in the loader's
+            worker); ``"device"``: batches hold the windows and records (:meth:`make_window_batch`) and
+            :func:`augment_on_device` augments them where training runs.
+        mask_modalities: modalities normalised inside the body mask: after augmenting, every channel of their
+            cases is set to 0 where the labels say "outside the body" (nnU-Net's ``MaskImageTransform``).
     """
 
     def __init__(
@@ -71,6 +86,8 @@ class BatchSource:
         augment: AugmentationConfig | None,
         rank: int = 0,
         world_size: int = 1,
+        augment_on: str = "cpu",
+        mask_modalities: tuple[str, ...] = (),
     ) -> None:
         if not case_ids:
             raise ValueError("a batch source needs at least one case")
@@ -80,6 +97,8 @@ class BatchSource:
             raise ValueError(f"oversample_foreground {oversample_foreground} is not in [0, 1]")
         if augment is not None and augment.dims != len(patch_size):
             raise ValueError(f"{augment.dims}-d augmentation for a {len(patch_size)}-d patch")
+        if augment_on not in AUGMENT_ON:
+            raise ValueError(f"augment_on {augment_on!r} is not one of {AUGMENT_ON}")
         self.open_case = open_case
         self.case_ids = list(case_ids)
         self.patch_size = [int(p) for p in patch_size]
@@ -87,6 +106,8 @@ class BatchSource:
         self.oversample_foreground = float(oversample_foreground)
         self.seed = int(seed)
         self.augment = augment
+        self.augment_on = augment_on
+        self.mask_modalities = tuple(mask_modalities)
         self.rank, self.world_size = int(rank), int(world_size)
         self.indices = rank_slice(self.batch_size, self.world_size, self.rank)
         self.forced = forced_foreground(self.batch_size, self.oversample_foreground)
@@ -108,8 +129,11 @@ class BatchSource:
 
         Returns:
             ``{"data": (b, C, *patch) float32, "target": (b, 1, *patch) int16, "case_ids": [str] * b}`` with
-            ``b`` this rank's share of the global batch.
+            ``b`` this rank's share of the global batch; with ``augment_on="device"`` the un-augmented windows
+            instead (:meth:`make_window_batch`), to be finished by :func:`augment_on_device`.
         """
+        if self.augment is not None and self.augment_on == "device":
+            return self.make_window_batch(step)
         samples = [self.make_sample(step, index) for index in self.indices]
         return {
             "data": np.stack([s[0] for s in samples]),
@@ -119,6 +143,60 @@ class BatchSource:
 
     def make_sample(self, step: int, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         """Sample ``index`` of the global batch of ``step``: ``(data (C, *patch), target (1, *patch), case_id)``."""
+        if self.augment is None:
+            case_id, case, start = self._locate(step, index)
+            final = [1, *self.patch_size] if len(self.patch_size) == 2 else list(self.patch_size)
+            data, seg = _read(case, start, final)
+            if len(self.patch_size) == 2:
+                data, seg = data[:, 0], seg[:, 0]
+        else:
+            data, seg, params, offset, case_id = self.make_window(step, index)
+            data, seg = apply(data, seg, params, self.patch_size, offset=offset, in_shape=self.crop_size)
+        seg = np.where(seg < 0, 0, seg).astype(np.int16, copy=False)
+        return np.ascontiguousarray(data, dtype=np.float32), np.ascontiguousarray(seg), case_id
+
+    def make_window(self, step: int, index: int) -> tuple[np.ndarray, np.ndarray, AugParams, list[int], str]:
+        """The un-augmented input of an augmented sample: the part of its enlarged crop its record reads.
+
+        Returns:
+            ``(data (C, *w) float32, seg (1, *w) int16 with -1 outside the image, record, offset of the window in
+            the enlarged crop, case_id)``.
+        """
+        if self.augment is None:
+            raise ValueError("a batch source without augmentation has no augmentation windows")
+        case_id, case, start = self._locate(step, index)
+        params = sample_params(sample_rng(self.seed, step, index, STREAM_AUGMENT), self.augment, case.data.shape[0])
+        if _modality(case) in self.mask_modalities:
+            params = replace(params, mask_channels=tuple(range(case.data.shape[0])))
+        window = input_window(params, self.crop_size, self.patch_size)
+        if len(self.patch_size) == 2:
+            window = [(0, 1), *window]
+        data, seg = _read(case, [s + lo for s, (lo, _) in zip(start, window)], [hi - lo for lo, hi in window])
+        if len(self.patch_size) == 2:
+            data, seg = data[:, 0], seg[:, 0]
+            window = window[1:]
+        return data, seg, params, [lo for lo, _ in window], case_id
+
+    def make_window_batch(self, step: int) -> dict[str, Any]:
+        """The batch of ``step`` before augmentation, for :func:`augment_on_device`.
+
+        Every sample's window sits at the origin of one buffer as large as the largest window per axis, padded
+        with 0 (image) and -1 (labels); labels are int8 when they fit (lossless), the image stays float32.
+
+        Returns:
+            ``{"data": (b, C, *W) float32, "target": (b, 1, *W) int8 or int16, "case_ids": [...],
+            "augment": {"records": [record dicts], "offsets": [[int]], "in_shape": [int], "patch": [int]}}``.
+        """
+        windows = [self.make_window(step, index) for index in self.indices]
+        data, seg = pack_windows([w[0] for w in windows], [w[1] for w in windows])
+        return {
+            "data": data, "target": seg, "case_ids": [w[4] for w in windows],
+            "augment": {"records": [w[2].to_dict() for w in windows], "offsets": [w[3] for w in windows],
+                        "in_shape": list(self.crop_size), "patch": list(self.patch_size)},
+        }
+
+    def _locate(self, step: int, index: int) -> tuple[str, Any, list[int]]:
+        """The case of sample ``index`` of ``step`` and the start of its crop (enlarged when augmenting)."""
         rng = sample_rng(self.seed, step, index, STREAM_CROP)
         case_id = self.case_ids[int(rng.integers(len(self.case_ids)))]
         case = self._open(case_id)
@@ -128,25 +206,7 @@ class BatchSource:
         lbs, ubs = bbox_bounds(case.data.shape[1:], crop, final)
         chosen = foreground_start(rng, case.class_locations, lbs, crop) if self.forced[index] else None
         start = chosen[0] if chosen is not None else random_start(rng, lbs, ubs)
-
-        if self.augment is None:
-            data, seg = _read(case, start, final)
-            if two_d:
-                data, seg = data[:, 0], seg[:, 0]
-        else:
-            params = sample_params(sample_rng(self.seed, step, index, STREAM_AUGMENT), self.augment,
-                                   case.data.shape[0])
-            window = input_window(params, self.crop_size, self.patch_size)
-            if two_d:
-                window = [(0, 1), *window]
-            data, seg = _read(case, [s + lo for s, (lo, _) in zip(start, window)], [hi - lo for lo, hi in window])
-            if two_d:
-                data, seg = data[:, 0], seg[:, 0]
-                window = window[1:]
-            data, seg = apply(data, seg, params, self.patch_size, offset=[lo for lo, _ in window],
-                              in_shape=self.crop_size)
-        seg = np.where(seg < 0, 0, seg).astype(np.int16, copy=False)
-        return np.ascontiguousarray(data, dtype=np.float32), np.ascontiguousarray(seg), case_id
+        return case_id, case, start
 
     def _open(self, case_id: str) -> Any:
         case = self._cases.pop(case_id, None)
@@ -156,6 +216,13 @@ class BatchSource:
         while len(self._cases) > CASE_CACHE:
             self._cases.popitem(last=False)
         return case
+
+
+def _modality(case: Any) -> str | None:
+    """The case's modality from its properties (``CaseProperties`` or a plain mapping), if it has one."""
+    props = getattr(case, "properties", None)
+    value = props.get("modality") if isinstance(props, dict) else getattr(props, "modality", None)
+    return None if value is None else str(value)
 
 
 def _read(case: Any, start: list[int], size: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -170,3 +237,50 @@ def _read(case: Any, start: list[int], size: list[int]) -> tuple[np.ndarray, np.
         seg = crop_padded(seg_array, start, size, -1, np.int16)[:1]
     return data, seg
 
+
+
+def pack_windows(data: list[np.ndarray], seg: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of different shapes at the origin of one buffer as large as the largest window per axis.
+
+    Args:
+        data: per sample ``(C, *w)`` float32.
+        seg: per sample ``(1, *w)`` integer labels.
+
+    Returns:
+        ``(b, C, *W)`` float32 padded with 0 and ``(b, 1, *W)`` labels padded with -1, int8 when every label
+        fits (lossless), else int16.
+    """
+    dims = data[0].ndim - 1
+    shape = [max(d.shape[1 + a] for d in data) for a in range(dims)]
+    lo, hi = min(int(s.min()) for s in seg), max(int(s.max()) for s in seg)
+    out = np.zeros((len(data), data[0].shape[0], *shape), dtype=np.float32)
+    out_seg = np.full((len(data), 1, *shape), -1, dtype=np.int8 if -128 <= lo and hi <= 127 else np.int16)
+    for k, (d, s) in enumerate(zip(data, seg)):
+        region = tuple(slice(0, n) for n in d.shape[1:])
+        out[(k, slice(None), *region)] = d
+        out_seg[(k, slice(None), *region)] = s
+    return out, out_seg
+
+
+def augment_on_device(batch: dict[str, Any], device: Any) -> dict[str, Any]:
+    """Finish a batch of :meth:`BatchSource.make_window_batch` on ``device``: augment it there.
+
+    Args:
+        batch: the loader's batch (numpy arrays or, pinned, torch tensors) with its ``"augment"`` entry.
+        device: the torch device to augment on (where training runs).
+
+    Returns:
+        The batch with ``"data"`` ``(b, C, *patch)`` float32 and ``"target"`` ``(b, 1, *patch)`` int16 on
+        ``device`` (outside the image mapped to 0, as on the CPU path); other entries unchanged.
+    """
+    import torch
+
+    from amos_autoseg.augmentation.batched import augment_batch
+
+    aug = batch["augment"]
+    data = torch.as_tensor(batch["data"]).to(device, non_blocking=True)
+    seg = torch.as_tensor(batch["target"]).to(device, non_blocking=True)
+    records = [AugParams.from_dict(r) for r in aug["records"]]
+    x, labels = augment_batch(data, seg, records, aug["offsets"], aug["in_shape"], aug["patch"])
+    rest = {k: v for k, v in batch.items() if k not in ("data", "target", "augment")}
+    return {**rest, "data": x, "target": labels.clamp_(min=0)}

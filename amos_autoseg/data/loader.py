@@ -48,7 +48,8 @@ class BatchLoader:
         pin_memory: pin the tensors (page-locked) when CUDA is available, for asynchronous copies.
 
     Yields:
-        ``{"data": float32 (b, C, *patch), "target": int16 (b, 1, *patch), "case_ids": list[str], "step": int}``.
+        ``{"data": float32 (b, C, *patch), "target": int16 (b, 1, *patch), "case_ids": list[str], "step": int}``,
+        or the source's un-augmented windows with their ``"augment"`` entry.
     """
 
     def __init__(self, source: BatchSource, start_step: int, num_steps: int | None, workers: int, prefetch: int = 2,
@@ -139,7 +140,10 @@ class BatchLoader:
         target = torch.from_numpy(batch["target"])
         if self.pin_memory and torch.cuda.is_available():
             data, target = data.pin_memory(), target.pin_memory()
-        return {"data": data, "target": target, "case_ids": list(batch["case_ids"]), "step": step}
+        out = {"data": data, "target": target, "case_ids": list(batch["case_ids"]), "step": step}
+        if "augment" in batch:  # windows to be augmented on the training device (BatchSource.make_window_batch)
+            out["augment"] = batch["augment"]
+        return out
 
     def close(self) -> None:
         """Stop and join the workers (terminating any that do not stop); idempotent."""

@@ -104,7 +104,15 @@ class ConfigurationPlan:
 
 @dataclass(frozen=True)
 class TrainingPlan:
-    """The training recipe (nnU-Net's defaults). Every field is a knob, not a subclass."""
+    """The training recipe (nnU-Net's defaults). Every field is a knob, not a subclass.
+
+    Augmentation switches: ``augment_on`` says where the training augmentation runs (``"auto"``: on the training
+    device when it is a GPU, else in the loader's CPU workers; ``"cpu"``; ``"device"``), which changes the noise
+    field only (see ``amos_autoseg.augmentation.batched``); ``seg_interpolation`` is ``"linear"`` (nnU-Net's
+    default: linear on the one-hot labels, then argmax) or ``"nearest"`` (nnU-Net's ``DASegOrd0`` variants);
+    ``mask_outside_body`` zeroes the cases of modalities normalised inside the body mask outside it after
+    augmenting (nnU-Net's ``MaskImageTransform``).
+    """
 
     epochs: int = 1000
     iterations_per_epoch: int = 250
@@ -120,7 +128,9 @@ class TrainingPlan:
     ce_weight: float = 1.0
     mixed_precision: str = "auto"  # "auto" (bf16 on CUDA when supported, else fp16), "bf16", "fp16", "off"
     compile: bool = False
-    gpu_augmentation: bool = False
+    augment_on: str = "auto"
+    seg_interpolation: str = "linear"
+    mask_outside_body: bool = True
     seed: int = 12345
 
 
@@ -164,7 +174,7 @@ class Plans:
 
     @classmethod
     def from_json(cls, data: Any, source: str | os.PathLike[str] = "plans.json") -> Plans:
-        return from_versioned_json(cls, data, source, SCHEMA_VERSION, "plan")
+        return from_versioned_json(cls, _upgrade(data), source, SCHEMA_VERSION, "plan")
 
     def save(self, path: str | os.PathLike[str]) -> None:
         atomic.write_json(path, self.to_json())
@@ -173,3 +183,16 @@ class Plans:
     def load(cls, path: str | os.PathLike[str]) -> Plans:
         path = Path(path)
         return cls.from_json(read_json(path, missing="not found; run `amos-autoseg plan` first"), path)
+
+
+def _upgrade(data: Any) -> Any:
+    """Plans written before ``training.augment_on`` existed: their ``gpu_augmentation`` (read by nothing then)
+    becomes ``augment_on`` (``true``: ``"device"``, ``false``: the default)."""
+    training = data.get("training") if isinstance(data, dict) else None
+    if not isinstance(training, dict) or "gpu_augmentation" not in training:
+        return data
+    training = dict(training)
+    legacy = training.pop("gpu_augmentation")
+    if legacy is True:
+        training.setdefault("augment_on", "device")
+    return {**data, "training": training}

@@ -35,6 +35,11 @@ class StreamSpec:
         rank, world_size: this process's place in a DDP job.
         workers: loader worker processes (0: in this process).
         pin_memory: pin batches for faster host-to-GPU copies.
+        augment_on: ``"cpu"`` (the loader augments) or ``"device"`` (the loader ships the un-augmented windows
+            and the stream augments them on ``device``).
+        seg_interpolation: ``"linear"`` or ``"nearest"`` label sampling in the spatial transform.
+        device: the training device (where ``augment_on="device"`` augments).
+        mask_modalities: modalities whose augmented patches are zeroed outside the body.
     """
 
     folder: Path
@@ -49,6 +54,10 @@ class StreamSpec:
     world_size: int = 1
     workers: int = 0
     pin_memory: bool = False
+    augment_on: str = "cpu"
+    seg_interpolation: str = "linear"
+    device: str = "cpu"
+    mask_modalities: tuple[str, ...] = ()
 
 
 def _build_network(plan: NetworkPlan, in_channels: int, num_classes: int,
@@ -77,15 +86,39 @@ def _batch_stream(spec: StreamSpec) -> BatchStream:
     from amos_autoseg.data.loader import BatchLoader
     from amos_autoseg.preprocessing.storage import open_case
 
-    augment = config_for(spec.patch_size, spec.mirror_axes) if spec.augment else None
+    augment = config_for(spec.patch_size, spec.mirror_axes, seg_interpolation=spec.seg_interpolation) \
+        if spec.augment else None
+    on_device = augment is not None and spec.augment_on == "device"
     source = BatchSource(partial(open_case, spec.folder), spec.case_ids, spec.patch_size, spec.batch_size,
                          spec.oversample_foreground, spec.seed, augment, rank=spec.rank,
-                         world_size=spec.world_size)
+                         world_size=spec.world_size, augment_on="device" if on_device else "cpu",
+                         mask_modalities=spec.mask_modalities)
 
     def stream(start_step: int, num_steps: int) -> Iterable[Mapping[str, Any]]:
-        return BatchLoader(source, start_step, num_steps, spec.workers, pin_memory=spec.pin_memory)
+        loader = BatchLoader(source, start_step, num_steps, spec.workers, pin_memory=spec.pin_memory)
+        return _DeviceAugmented(loader, spec.device) if on_device else loader
 
     return stream
+
+
+class _DeviceAugmented:
+    """A loader whose batches are augmented on the training device as they are taken (closes with it)."""
+
+    def __init__(self, loader: Any, device: str) -> None:
+        import torch
+
+        from amos_autoseg.data.batches import augment_on_device
+
+        self.loader, self.device, self._finish = loader, torch.device(device), augment_on_device
+
+    def __iter__(self) -> _DeviceAugmented:
+        return self
+
+    def __next__(self) -> Mapping[str, Any]:
+        return self._finish(next(self.loader), self.device)
+
+    def close(self) -> None:
+        self.loader.close()
 
 
 def _validate(**kwargs: Any) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ from amos_autoseg.training.loop import LoopParts, LoopSettings, TrainState, run_
 from amos_autoseg.training.loss import build_loss
 from amos_autoseg.training.metrics_log import EpochRecord, TrainingLog
 from amos_autoseg.training.options import TrainOptions, fold_cases, resolve_training, resolved_config
+from amos_autoseg.training.options import resolve_augment_on
 from amos_autoseg.training.schedule import build_optimizer
 from amos_autoseg.training.step import StepParts
 from amos_autoseg.utils import atomic
@@ -87,12 +88,13 @@ def _train(opts: TrainOptions, collab: Collaborators, ctx: ddp.DistContext) -> F
         raise UsageError(f"{fold_dir / ckpt.LATEST}: already {state.epoch} epochs, more than --epochs "
                          f"{training.epochs}")
 
+    augment_on = resolve_augment_on(training.augment_on, ctx.device.type)
     if ctx.is_main:
         fold_dir.mkdir(parents=True, exist_ok=True)
         atomic.clean_stale_temps(fold_dir)
         atomic.write_json(fold_dir / "resolved_config.json", resolved_config(
             training, opts, device=str(ctx.device), world_size=ctx.world_size, precision=precision.name,
-            train_cases=len(train_ids), val_cases=len(val_ids), start_epoch=state.epoch))
+            train_cases=len(train_ids), val_cases=len(val_ids), start_epoch=state.epoch, augment_on=augment_on))
 
     trained = _wrap(model, training, ctx)
     gather = ddp.all_gather_with_grad if ctx.distributed and cfg.batch_dice else None
@@ -103,7 +105,8 @@ def _train(opts: TrainOptions, collab: Collaborators, ctx: ddp.DistContext) -> F
         return collab.batch_stream(StreamSpec(
             folder, ids, list(cfg.patch_size), cfg.batch_size, training.oversample_foreground,
             rng.derive_seed(base, stream_id), augment, list(training.mirror_axes), ctx.rank, ctx.world_size,
-            workers, ctx.device.type == "cuda"))
+            workers, ctx.device.type == "cuda", augment_on, training.seg_interpolation, str(ctx.device),
+            tuple(m for m, n in plans.normalization.items() if n.use_mask) if training.mask_outside_body else ()))
 
     def save(state: TrainState, name: str) -> None:
         payload = _payload(model, optimizer, scaler, state, opts, plans, training, train_log, base)
@@ -155,7 +158,7 @@ def _checkpoint_to_resume(fold_dir: Path, opts: TrainOptions, plans: Plans) -> d
     if data["config"] != opts.config or data["fold"] != str(opts.fold):
         raise InputError(latest, f"belongs to {data['config']} fold {data['fold']}, not {opts.config} "
                                  f"fold {opts.fold}")
-    if data["plans"] != plans.to_json():
+    if Plans.from_json(data["plans"], latest).to_json() != plans.to_json():  # older plans gain new defaults
         raise InputError(latest, "was trained with another plans.json; restore that plan or start over")
     return data
 

@@ -32,6 +32,7 @@ class TrainOptions:
         workers: data-loading worker processes (0: in the training process).
         stop_after_epoch: end this process after that many completed epochs (time-limited jobs).
         validate: run the sliding-window validation of the fold's validation cases at the end.
+        augment_on: override ``TrainingPlan.augment_on`` (``"auto"``, ``"cpu"``, ``"device"``) when not ``None``.
     """
 
     exp: Path
@@ -49,6 +50,11 @@ class TrainOptions:
     workers: int = 0
     stop_after_epoch: int | None = None
     validate: bool = True
+    augment_on: str | None = None
+
+
+AUGMENT_ON = ("auto", "cpu", "device")
+SEG_INTERPOLATIONS = ("linear", "nearest")
 
 
 def resolve_training(plan: TrainingPlan, opts: TrainOptions) -> TrainingPlan:
@@ -77,7 +83,22 @@ def resolve_training(plan: TrainingPlan, opts: TrainOptions) -> TrainingPlan:
         changes["compile"] = opts.compile
     if opts.stop_after_epoch is not None and opts.stop_after_epoch < 1:
         raise UsageError(f"--stop-after-epoch {opts.stop_after_epoch}: must be at least 1")
-    return replace(plan, **changes)
+    if opts.augment_on is not None:
+        if opts.augment_on not in AUGMENT_ON:
+            raise UsageError(f"--augment-on {opts.augment_on}: use one of {', '.join(AUGMENT_ON)}")
+        changes["augment_on"] = opts.augment_on
+    resolved = replace(plan, **changes)
+    for name, allowed in (("augment_on", AUGMENT_ON), ("seg_interpolation", SEG_INTERPOLATIONS)):
+        if getattr(resolved, name) not in allowed:
+            raise InputError("plans.json", f"training.{name} {getattr(resolved, name)!r} is not one of {allowed}")
+    return resolved
+
+
+def resolve_augment_on(value: str, device_type: str) -> str:
+    """Where the training augmentation runs: ``"auto"`` is ``"device"`` on a GPU and ``"cpu"`` otherwise."""
+    if value == "auto":
+        return "device" if device_type == "cuda" else "cpu"
+    return value
 
 
 def fold_cases(splits_path: Path, fold: str) -> tuple[list[str], list[str]]:
