@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="end this run once E epochs are complete (continue later with --resume)")
     p.add_argument("--no-validation", action="store_true",
                    help="skip the sliding-window validation of the fold's cases at the end")
+    p.add_argument("--no-save-probabilities", action="store_true",
+                   help="do not keep validation/<case>.npz (the probabilities find-best ensembles)")
     p.add_argument("--workers", type=int, default=None, metavar="W",
                    help="data-loading worker processes; 0 loads in the training process "
                         "(default: CPUs, at most 8)")
@@ -48,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         initial_lr=args.lr, momentum=args.momentum,
         compile=args.compile, resume=args.resume, workers=common.workers(args),
         stop_after_epoch=args.stop_after_epoch, validate=not args.no_validation,
+        save_probabilities=not args.no_save_probabilities,
     )
     train_fold(opts)
     return 0

@@ -14,22 +14,31 @@ Per sample (nnU-Net v2's ``nnUNetDataLoader`` + ``get_training_transforms``):
 3. with augmentation the crop is the enlarged patch (``enlarged_patch_size``), of which only the window the
    sampled transform reads is loaded; then the augmentation record is applied; without augmentation (validation)
    the final patch is cropped directly;
-4. outside the image the data is 0 and the segmentation -1, which is finally mapped to 0 (``RemoveLabelTransform``).
+4. outside the image the data is 0 and the segmentation -1, which is finally mapped to 0 (``RemoveLabelTransform``);
+5. a cascade stage then appends the previous stage's labels (cropped and moved with the segmentation) one-hot.
+
+With an ignore label (nnU-Net v2's sparse annotations) the crops that are not forced to foreground, and forced
+ones of a case without foreground, are centred on a stored annotated voxel; the ignore label itself is never
+sampled as foreground (preprocessing stores no locations for it).
 
 2-d configurations (two-entry patch) crop one slice of the 3-d case and return ``(B, C, y, x)`` batches.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from amos_autoseg.augmentation import AugmentationConfig, apply, enlarged_patch_size, input_window, sample_params
+from amos_autoseg.augmentation.previous_stage import previous_stage_channels, transform_labels
 from amos_autoseg.data.sampling import (
     STREAM_AUGMENT,
     STREAM_CROP,
+    STREAM_PREVIOUS_STAGE,
+    annotated_start,
     bbox_bounds,
     crop_padded,
     forced_foreground,
@@ -58,6 +67,11 @@ class BatchSource:
         seed: the run's data seed (non-negative).
         augment: augmentation settings, or None for validation batches (plain crops).
         rank, world_size: this process's share of the global batch under DDP.
+        masked_modalities: modalities normalised inside the body mask: their image channels are set to 0
+            outside it after augmenting (nnU-Net's ``MaskImageTransform``; needs ``case.properties.modality``).
+        previous_stage_labels: a cascade stage's foreground labels: the case's ``previous_stage`` label map
+            (Z, Y, X) is cropped and augmented with the segmentation, then appended one-hot to the data
+            (:mod:`amos_autoseg.augmentation.previous_stage`).
     """
 
     def __init__(
@@ -71,6 +85,8 @@ class BatchSource:
         augment: AugmentationConfig | None,
         rank: int = 0,
         world_size: int = 1,
+        masked_modalities: Sequence[str] = (),
+        previous_stage_labels: Sequence[int] = (),
     ) -> None:
         if not case_ids:
             raise ValueError("a batch source needs at least one case")
@@ -88,6 +104,8 @@ class BatchSource:
         self.seed = int(seed)
         self.augment = augment
         self.rank, self.world_size = int(rank), int(world_size)
+        self.masked_modalities = frozenset(masked_modalities)
+        self.previous_stage_labels = tuple(int(v) for v in previous_stage_labels)
         self.indices = rank_slice(self.batch_size, self.world_size, self.rank)
         self.forced = forced_foreground(self.batch_size, self.oversample_foreground)
         self.crop_size = enlarged_patch_size(self.patch_size, augment) if augment is not None else list(self.patch_size)
@@ -127,25 +145,31 @@ class BatchSource:
         final = [1, *self.patch_size] if two_d else list(self.patch_size)
         lbs, ubs = bbox_bounds(case.data.shape[1:], crop, final)
         chosen = foreground_start(rng, case.class_locations, lbs, crop) if self.forced[index] else None
+        if chosen is None:  # an ignore-label dataset centres its other crops on annotated voxels
+            chosen = annotated_start(rng, case.class_locations, lbs, crop)
         start = chosen[0] if chosen is not None else random_start(rng, lbs, ubs)
+        cascade = bool(self.previous_stage_labels)
 
         if self.augment is None:
-            data, seg = _read(case, start, final)
-            if two_d:
-                data, seg = data[:, 0], seg[:, 0]
+            data, seg, prev = _read(case, start, final, cascade, two_d)
         else:
             params = sample_params(sample_rng(self.seed, step, index, STREAM_AUGMENT), self.augment,
                                    case.data.shape[0])
+            if self.masked_modalities and case.properties.modality in self.masked_modalities:
+                params = replace(params, mask_channels=tuple(range(case.data.shape[0])))
             window = input_window(params, self.crop_size, self.patch_size)
             if two_d:
                 window = [(0, 1), *window]
-            data, seg = _read(case, [s + lo for s, (lo, _) in zip(start, window)], [hi - lo for lo, hi in window])
-            if two_d:
-                data, seg = data[:, 0], seg[:, 0]
-                window = window[1:]
-            data, seg = apply(data, seg, params, self.patch_size, offset=[lo for lo, _ in window],
-                              in_shape=self.crop_size)
+            data, seg, prev = _read(case, [s + lo for s, (lo, _) in zip(start, window)],
+                                    [hi - lo for lo, hi in window], cascade, two_d)
+            offset = [lo for lo, _ in window][1 if two_d else 0:]
+            data, seg = apply(data, seg, params, self.patch_size, offset=offset, in_shape=self.crop_size)
+            if prev is not None:
+                prev = transform_labels(prev, params, self.patch_size, offset, self.crop_size)
         seg = np.where(seg < 0, 0, seg).astype(np.int16, copy=False)
+        if prev is not None:  # the cascade's input: the previous stage's labels, one-hot, after augmentation
+            perturb = sample_rng(self.seed, step, index, STREAM_PREVIOUS_STAGE) if self.augment else None
+            data = np.concatenate([data, previous_stage_channels(prev[0], self.previous_stage_labels, perturb)])
         return np.ascontiguousarray(data, dtype=np.float32), np.ascontiguousarray(seg), case_id
 
     def _open(self, case_id: str) -> Any:
@@ -158,8 +182,10 @@ class BatchSource:
         return case
 
 
-def _read(case: Any, start: list[int], size: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Padded crop of the case's data (pad 0) and first segmentation channel (pad -1), both (1 or C, *size)."""
+def _read(case: Any, start: list[int], size: list[int], previous: bool = False, two_d: bool = False,
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Padded crops (C or 1, *size) of the case's data (pad 0), first segmentation channel (pad -1) and, with
+    ``previous``, the previous stage's labels (``case.previous_stage``, pad -1); ``two_d`` drops the slice axis."""
     seg_array = case.seg
     if seg_array is None:
         raise InputError(str(getattr(case, "case_id", "case")), "has no label map; it cannot be used for training")
@@ -168,5 +194,8 @@ def _read(case: Any, start: list[int], size: list[int]) -> tuple[np.ndarray, np.
         seg = crop_padded(seg_array, start, size, -1, np.int16)[None]
     else:
         seg = crop_padded(seg_array, start, size, -1, np.int16)[:1]
-    return data, seg
+    prev = crop_padded(case.previous_stage, start, size, -1, np.int16)[None] if previous else None
+    if two_d:
+        data, seg, prev = data[:, 0], seg[:, 0], (None if prev is None else prev[:, 0])
+    return data, seg, prev
 

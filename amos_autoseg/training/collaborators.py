@@ -35,6 +35,9 @@ class StreamSpec:
         rank, world_size: this process's place in a DDP job.
         workers: loader worker processes (0: in this process).
         pin_memory: pin batches for faster host-to-GPU copies.
+        masked_modalities: modalities whose image is set to 0 outside the body after augmentation.
+        previous_stage: a cascade stage's folder of previous-stage predictions (``None``: not a cascade).
+        previous_stage_labels: the labels those predictions add as one-hot channels.
     """
 
     folder: Path
@@ -49,6 +52,9 @@ class StreamSpec:
     world_size: int = 1
     workers: int = 0
     pin_memory: bool = False
+    masked_modalities: tuple[str, ...] = ()
+    previous_stage: Path | None = None
+    previous_stage_labels: tuple[int, ...] = ()
 
 
 def _build_network(plan: NetworkPlan, in_channels: int, num_classes: int,
@@ -76,11 +82,14 @@ def _batch_stream(spec: StreamSpec) -> BatchStream:
     from amos_autoseg.data.batches import BatchSource
     from amos_autoseg.data.loader import BatchLoader
     from amos_autoseg.preprocessing.storage import open_case
+    from amos_autoseg.training.cascade import CascadeOpener
 
     augment = config_for(spec.patch_size, spec.mirror_axes) if spec.augment else None
-    source = BatchSource(partial(open_case, spec.folder), spec.case_ids, spec.patch_size, spec.batch_size,
-                         spec.oversample_foreground, spec.seed, augment, rank=spec.rank,
-                         world_size=spec.world_size)
+    opener = (partial(open_case, spec.folder) if spec.previous_stage is None
+              else CascadeOpener(spec.folder, spec.previous_stage))
+    source = BatchSource(opener, spec.case_ids, spec.patch_size, spec.batch_size, spec.oversample_foreground,
+                         spec.seed, augment, rank=spec.rank, world_size=spec.world_size,
+                         masked_modalities=spec.masked_modalities, previous_stage_labels=spec.previous_stage_labels)
 
     def stream(start_step: int, num_steps: int) -> Iterable[Mapping[str, Any]]:
         return BatchLoader(source, start_step, num_steps, spec.workers, pin_memory=spec.pin_memory)

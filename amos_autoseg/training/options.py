@@ -32,6 +32,7 @@ class TrainOptions:
         workers: data-loading worker processes (0: in the training process).
         stop_after_epoch: end this process after that many completed epochs (time-limited jobs).
         validate: run the sliding-window validation of the fold's validation cases at the end.
+        save_probabilities: the validation keeps each case's probabilities (``<case>.npz``) for ``find-best``.
     """
 
     exp: Path
@@ -49,6 +50,7 @@ class TrainOptions:
     workers: int = 0
     stop_after_epoch: int | None = None
     validate: bool = True
+    save_probabilities: bool = True
 
 
 def resolve_training(plan: TrainingPlan, opts: TrainOptions) -> TrainingPlan:
