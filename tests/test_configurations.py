@@ -135,3 +135,20 @@ def test_find_best_then_predict_with_the_best(trained, tmp_path):
     a, _ = read_label(tmp_path / "best" / name)
     b, _ = read_label(tmp_path / best["best"]["config"] / name)
     assert np.array_equal(a, b)
+
+
+def test_the_cascade_refuses_to_start_without_every_lowres_prediction(trained, tmp_path, capsys):
+    import shutil
+
+    kind, _, template = trained
+    if kind != "ct":
+        pytest.skip("the check does not depend on the modality")
+    exp = tmp_path / "exp"
+    top_level = {"3d_cascade_fullres", "ensembles", "best.json"}
+    shutil.copytree(template, exp, ignore=lambda d, names: top_level & set(names) if Path(d) == template else [])
+    missing = exp / "3d_lowres" / "predicted_next_stage" / "3d_cascade_fullres" / "amos_0002.npy"
+    missing.unlink()
+    assert main(["train", str(exp), "--fold", "1", "--config", "3d_cascade_fullres", *ARGS]) == 2
+    err = capsys.readouterr().err
+    assert "amos_0002.npy" in err and "previous stage" in err
+    assert not (exp / "3d_cascade_fullres").exists()

@@ -68,8 +68,11 @@ def _dilate(mask: np.ndarray, strel: np.ndarray) -> np.ndarray:
 
     if not mask.any():
         return mask.copy()
-    conv = signal.fftconvolve(mask.astype(np.float32), strel.astype(np.float32), mode="same")
-    return np.rint(conv) > 0
+    full = signal.fftconvolve(mask.astype(np.float32), strel.astype(np.float32), mode="full")
+    # bgv2's fft_conv pads floor((k-1)/2) before: for an even-sized ball the window sits one voxel lower than
+    # scipy's "same" centring
+    start = [(k - 1) - (k - 1) // 2 for k in strel.shape]
+    return np.rint(full[tuple(slice(a, a + n) for a, n in zip(start, mask.shape))]) > 0
 
 
 def _erode(mask: np.ndarray, strel: np.ndarray) -> np.ndarray:
