@@ -125,6 +125,9 @@ def find_best(opts: FindBestOptions) -> dict[str, Any]:
     bad = [f for f in folds if not f.isdigit() or int(f) >= len(splits)]
     if bad:
         raise UsageError(f"--folds {bad[0]}: splits.json has folds 0..{len(splits) - 1}")
+    unknown = sorted(set(opts.configs or ()) - set(plans.configurations))
+    if unknown:
+        raise UsageError(f"--configs {unknown[0]}: the plan has {sorted(plans.configurations)}")
     found = discover(paths, plans, folds, splits, opts.configs, opts.ensembles)
     for name, reason in found.skipped.items():
         log.warning("find-best: %s left out: %s", name, reason)
