@@ -152,3 +152,17 @@ def test_the_cascade_refuses_to_start_without_every_lowres_prediction(trained, t
     err = capsys.readouterr().err
     assert "amos_0002.npy" in err and "previous stage" in err
     assert not (exp / "3d_cascade_fullres").exists()
+
+
+def test_the_python_api_predicts_every_kind_of_configuration(trained):
+    import amos_autoseg as aa
+
+    kind, data, exp = trained
+    if kind != "mixed":
+        pytest.skip("the API's dispatch does not depend on the modality")
+    image = data / "imagesTr" / "amos_0600.nii.gz"
+    for config in ("3d_cascade_fullres", "2d+3d_lowres", "2d"):
+        predictor = aa.Predictor.from_experiment(exp, config=config, folds=[0], device="cpu")
+        assert predictor.labels == {0: "background", 1: "liver", 2: "spleen"}
+        labels = predictor.predict(str(image))
+        assert labels.GetSize() == read_label(data / "labelsTr" / image.name)[1].shape[::-1]

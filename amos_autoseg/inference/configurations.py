@@ -32,7 +32,10 @@ ENSEMBLE_SEPARATOR = "+"
 
 
 class ImagePredictor(Protocol):
-    """What the predict stage calls per image (a :class:`~.predictor.Predictor` or a composite)."""
+    """What the predict stage calls per image (a :class:`~.predictor.Predictor` or a composite); ``plans`` gives
+    the labels and modalities."""
+
+    plans: Any
 
     def predict_image(self, image: np.ndarray, geometry: Geometry, modality: str, phase: str = ...,
                       case_id: str = ..., with_probabilities: bool = ...,
@@ -89,6 +92,11 @@ class CascadePredictor:
     previous: ImagePredictor
     stage: Any  # amos_autoseg.inference.predictor.Predictor
 
+    @property
+    def plans(self) -> Any:
+        """The plan of the cascade stage (labels, modalities)."""
+        return self.stage.plans
+
     def predict_image(self, image: np.ndarray, geometry: Geometry, modality: str, phase: str = "unknown",
                       case_id: str = "case", with_probabilities: bool = False,
                       progress: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -114,6 +122,11 @@ class EnsemblePredictor:
     """Several configurations averaged in probability space on the image's grid (``nnUNetv2_ensemble``)."""
 
     members: Sequence[ImagePredictor]
+
+    @property
+    def plans(self) -> Any:
+        """The plan of the first member (the members share labels and modalities: one experiment)."""
+        return self.members[0].plans  # type: ignore[attr-defined]
 
     def predict_image(self, image: np.ndarray, geometry: Geometry, modality: str, phase: str = "unknown",
                       case_id: str = "case", with_probabilities: bool = False,
