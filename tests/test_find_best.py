@@ -142,3 +142,15 @@ def test_a_configuration_with_an_unfinished_fold_is_left_out(fake_exp, tmp_path)
     assert summary["best"]["config"] == names[int(np.argmax(scores))]
     with pytest.raises(InputError):
         find_best(FindBestOptions(exp, configs=("3d_lowres",)))
+
+
+def test_a_rerun_on_fewer_folds_leaves_no_case_of_the_earlier_run(fake_exp, tmp_path):
+    import shutil
+
+    exp = tmp_path / "exp"
+    shutil.copytree(fake_exp, exp)
+    find_best(FindBestOptions(exp))
+    find_best(FindBestOptions(exp, folds=("0",)))
+    crossval = exp / "ensembles" / "2d+3d_fullres" / "crossval"
+    assert sorted(p.name for p in crossval.iterdir()) == sorted(f"{c}.nii.gz" for c in SPLITS[0]["val"])
+    assert json.loads((exp / "best.json").read_text())["folds"] == ["0"]

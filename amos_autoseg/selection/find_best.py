@@ -11,6 +11,7 @@ instead); ties go to the earlier candidate. Writes ``EXP/best.json`` (every numb
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -72,8 +73,9 @@ def evaluate_candidate(candidate: Candidate, paths: ExperimentPaths, plans: Plan
 
     labels = tuple(plans.foreground_labels)
     out = ensemble_dir(paths, candidate.name) / "crossval" if candidate.is_ensemble else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+    if out is not None:  # derived files: rewritten whole, so no case of an earlier run (other folds) lingers
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
     jobs = []
     for case_id, sources in candidate.cases.items():
         if case_id not in refs:
