@@ -99,3 +99,16 @@ def test_benchmark_help_names_its_flags(flag, capsys):
     with pytest.raises(SystemExit):
         main(["benchmark", "--help"])
     assert flag in capsys.readouterr().out
+
+
+def test_benchmark_trains_every_fold_of_the_previous_stage_before_the_cascade(tmp_path):
+    from amos_autoseg.pipeline.benchmark import BenchmarkOptions, _configs_to_train
+    from configs_fixtures import every_configuration_plans
+
+    every_configuration_plans(["CT"]).save(tmp_path / "plans.json")
+    (tmp_path / "splits.json").write_text(json.dumps([{"train": ["a"], "val": ["b"]},
+                                                       {"train": ["b"], "val": ["a"]}]))
+    opts = BenchmarkOptions(tmp_path / "data", tmp_path, folds=("0",), configs=("3d_cascade_fullres", "2d"))
+    assert list(_configs_to_train(opts).items()) == [("3d_lowres", ("0", "1")), ("3d_cascade_fullres", ("0",)),
+                                                     ("2d", ("0",))]
+    assert _configs_to_train(BenchmarkOptions(tmp_path / "data", tmp_path, folds=("1",))) == {"3d_fullres": ("1",)}

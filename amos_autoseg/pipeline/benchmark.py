@@ -6,9 +6,9 @@ worst-case previews) -> ``EXP/benchmark/benchmark.md`` and ``benchmark.json`` wi
 published AMOS results next to ours. Every stage resumes, so re-running the command continues a cut-off run.
 
 With several configurations (``--configs 2d 3d_fullres ...``) every one is preprocessed and trained (a cascade
-stage after its previous stage, which is added when missing), ``amos-autoseg find-best`` ranks them and their
-pairs on cross-validation, and the chosen candidate (``--config best``) is the one predicted and evaluated; the
-report shows find-best's table.
+stage after every fold of its previous stage, which is added when missing), ``amos-autoseg find-best`` ranks them
+and their pairs on cross-validation, and the chosen candidate (``--config best``) is the one predicted and
+evaluated; the report shows find-best's table.
 """
 from __future__ import annotations
 
@@ -68,15 +68,15 @@ def run_benchmark(opts: BenchmarkOptions, command: Callable[[list[str]], int]) -
     for config in configs:
         stages.run("preprocess" if not opts.configs else f"preprocess {config}",
                    ["preprocess", opts.exp, "--config", config, "--workers", w])
-    for config in configs:
-        for fold in opts.folds:
+    for config, folds in configs.items():
+        for fold in folds:
             name = f"train fold {fold}" if not opts.configs else f"train {config} fold {fold}"
             stages.run(name, ["train", opts.exp, "--fold", fold, "--config", config, "--device", opts.device,
                               "--workers", w, *_train_overrides(opts)])
     selection = None
     if opts.configs:  # find-best chooses post-processing per candidate; predict --config best applies it
         stages.run("find-best", ["find-best", opts.exp, "--folds", *opts.folds, "--configs", *configs,
-                                 "--workers", w])
+                                 "--workers", w])  # the folds of the benchmark, for every candidate
         selection = json.loads((opts.exp / "best.json").read_text(encoding="utf-8"))
         chosen = "best"
         rules = selection["best"]["postprocessing"]
@@ -133,22 +133,24 @@ def _common_folder(cases: list[Case], what: str) -> Path:
     return folders.pop()
 
 
-def _configs_to_train(opts: BenchmarkOptions) -> list[str]:
-    """The configurations to preprocess and train, each cascade stage after its previous stage."""
+def _configs_to_train(opts: BenchmarkOptions) -> dict[str, tuple[str, ...]]:
+    """Configuration -> folds to train, each cascade stage after its previous stage, which trains every fold of
+    splits.json (its final validations write the predictions of every case the cascade trains on)."""
     if not opts.configs:
-        return [opts.config]
+        return {opts.config: opts.folds}
     from amos_autoseg.planning.plans import Plans
+    from amos_autoseg.planning.splits import load_splits
 
     plans = Plans.load(opts.exp / "plans.json")
-    ordered: list[str] = []
+    every_fold = tuple(str(f) for f in range(len(load_splits(opts.exp / "splits.json"))))
+    ordered: dict[str, tuple[str, ...]] = {}
     for config in opts.configs:
         previous = plans.configuration(config).previous_stage
-        if previous is not None and previous not in ordered:
-            if previous not in opts.configs:
-                log.info("benchmark: %s needs %s; training it too", config, previous)
-            ordered.append(previous)
-        if config not in ordered:
-            ordered.append(config)
+        if previous is not None:
+            if previous not in opts.configs or set(every_fold) - set(opts.folds):
+                log.info("benchmark: %s needs every fold of %s; training them", config, previous)
+            ordered[previous] = every_fold
+        ordered.setdefault(config, opts.folds)
     return ordered
 
 
