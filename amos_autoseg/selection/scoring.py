@@ -54,15 +54,28 @@ class CaseJob:
 
 
 def ensemble_labels(probability_files: Sequence[Path]) -> np.ndarray:
-    """Argmax over classes of the mean probabilities of ``probability_files`` (``probabilities`` arrays)."""
-    total: np.ndarray | None = None
+    """Argmax over classes of the mean probabilities of ``probability_files`` (``probabilities`` arrays).
+
+    The mean is formed class by class in float32 (the same sums as ``nnUNetv2_ensemble``'s float32 average) with
+    a running maximum, so only one class of float32 is held besides the float16 inputs; ties go to the lower
+    class, as ``np.argmax``.
+    """
+    members = []
     for path in probability_files:
         with np.load(path, allow_pickle=False) as npz:
-            probs = npz["probabilities"]
-        total = probs.astype(np.float32) if total is None else total + probs
-    assert total is not None
-    total /= len(probability_files)
-    return np.argmax(total, axis=0).astype(np.uint8 if total.shape[0] <= 256 else np.int16)
+            members.append(npz["probabilities"])
+    n_classes = members[0].shape[0]
+    best = np.full(members[0].shape[1:], -np.inf, dtype=np.float32)
+    labels = np.zeros(members[0].shape[1:], dtype=np.uint8 if n_classes <= 256 else np.int16)
+    for k in range(n_classes):
+        mean = members[0][k].astype(np.float32)
+        for other in members[1:]:
+            mean += other[k]
+        mean /= len(members)
+        better = mean > best
+        labels[better] = k
+        np.maximum(best, mean, out=best)
+    return labels
 
 
 def case_labels(job: CaseJob) -> tuple[np.ndarray, np.ndarray, Any]:
