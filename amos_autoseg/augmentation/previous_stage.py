@@ -90,7 +90,8 @@ def _close(mask: np.ndarray, strel: np.ndarray) -> np.ndarray:
 OPERATORS: tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], ...] = (_dilate, _erode, _close, _open)
 
 
-def perturb(channels: np.ndarray, rng: np.random.Generator, settings: PerturbSettings = PerturbSettings()) -> np.ndarray:
+def perturb(channels: np.ndarray, rng: np.random.Generator,
+            settings: PerturbSettings = PerturbSettings()) -> np.ndarray:
     """The training perturbation of one sample's one-hot channels ``(L, *spatial)`` (a new array).
 
     Args:
