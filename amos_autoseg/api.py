@@ -194,13 +194,17 @@ class Predictor:
     def from_experiment(cls, exp: PathLike, config: str = "3d_fullres", folds: Sequence[int | str] | None = None,
                         device: str = "auto", tta: bool = True, tile_batch_size: int | None = None,
                         postprocessing: bool = True) -> Predictor:
-        """Load the final checkpoints of an experiment folder (and its ``postprocessing.json`` when present)."""
-        from amos_autoseg.experiment import ExperimentPaths
-        from amos_autoseg.inference.postprocess import load_rules
-        from amos_autoseg.inference.predictor import Predictor as Core
+        """Load the final checkpoints of an experiment folder (and its ``postprocessing.json`` when present).
 
-        core = Core.from_experiment(exp, config, folds, device, tta, tile_batch_size)
-        rules_file = ExperimentPaths.at(exp).postprocessing(config)
+        ``config`` is one configuration, a cascade stage, ``"a+b"`` (two configurations ensembled) or ``"best"``
+        (what ``amos-autoseg find-best`` chose), as for ``amos-autoseg predict --config``.
+        """
+        from amos_autoseg.experiment import ExperimentPaths
+        from amos_autoseg.inference.configurations import load_predictor, resolve_config, rules_file as rules_of
+        from amos_autoseg.inference.postprocess import load_rules
+
+        core = load_predictor(exp, config, folds, device, tta, tile_batch_size)
+        rules_file = rules_of(ExperimentPaths.at(exp), resolve_config(exp, config))
         rules = load_rules(rules_file) if postprocessing and rules_file.is_file() else None
         return cls(core, rules)
 

@@ -85,7 +85,6 @@ def label_cost_table() -> None:
     import torch
 
     from amos_autoseg.augmentation.labels import linear_labels, nearest_labels
-    from amos_autoseg.augmentation.params import AugParams
     from amos_autoseg.augmentation.spatial import sample_coordinates, to_grid
     import test_augmentation_nnunet as cases
 

@@ -177,6 +177,21 @@ def test_submit_all_from_a_later_stage(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "unknown stage" in bad.stderr and nothing == {}
 
 
+def test_the_cascade_trains_every_lowres_fold_first(tmp_path: Path) -> None:
+    out = _render(tmp_path, "--folds", "0", "1", "--config", "3d_cascade_fullres")
+    run, deps = _submit(out, tmp_path)
+    assert run.returncode == 0, run.stderr
+    lowres = ["05_train_3d_lowres_fold0.sbatch", "05_train_3d_lowres_fold1.sbatch"]
+    assert deps["04_preprocess_3d_lowres.sbatch"] == ["02_plan.sbatch"]
+    assert all(deps[s] == ["04_preprocess_3d_lowres.sbatch"] for s in lowres)
+    for fold in (0, 1):
+        assert deps[f"06_train_fold{fold}.sbatch"] == ["03_preprocess.sbatch", *lowres]
+        assert "--config 3d_lowres" in (out / lowres[fold]).read_text()
+        assert "--config 3d_cascade_fullres" in (out / f"06_train_fold{fold}.sbatch").read_text()
+    assert "--config 3d_lowres" in (out / "04_preprocess_3d_lowres.sbatch").read_text()
+    assert deps["07_predict.sbatch"] == ["06_train_fold0.sbatch", "06_train_fold1.sbatch"]
+
+
 def _run_array(script: Path, tasks: int, cwd: Path) -> None:
     """Run ``script`` as SLURM runs an array job: every task at once, each with its own variables."""
     run_concurrently([["bash", str(script)]] * tasks, [array_env(k, tasks) for k in range(tasks)], cwd,

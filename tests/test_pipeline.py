@@ -52,6 +52,24 @@ def test_benchmark_scores_cross_validation_without_validation_split(tmp_path, ca
     assert "mean DSC" in capsys.readouterr().out
 
 
+def test_benchmark_of_several_configurations_reports_find_best(tmp_path, capsys):
+    from amos_autoseg.synth import write_dataset
+
+    data = write_dataset(tmp_path / "data", n_ct=5, n_mri=1, seed=3, size="tiny")
+    exp = tmp_path / "exp"
+    argv = ["benchmark", str(data), "--exp", str(exp), "--configs", "2d", "3d_fullres", "--folds", "0",
+            "--preset", "cpu-small", "--device", "cpu", "--no-tta", "--workers", "0", *SHORT]
+    assert main(argv) == 0
+    summary = json.loads((exp / "benchmark" / "benchmark.json").read_text())
+    best = json.loads((exp / "best.json").read_text())
+    assert [c["config"] for c in best["candidates"]] == ["2d", "3d_fullres", "2d+3d_fullres"]
+    assert summary["config"] == best["best"]["config"] and summary["find_best"]["best"] == best["best"]
+    report = (exp / "benchmark" / "benchmark.md").read_text()
+    table = report[report.index("find-best"):]
+    assert all(f"| {name}" in table.replace("**", "") for name in ("2d", "3d_fullres", "2d+3d_fullres"))
+    assert "2d+3d_fullres" in capsys.readouterr().out
+
+
 def test_metrics_table_lists_every_label_and_modality():
     metrics = {
         "per_label": {"1": {"dsc": 0.5, "nsd": 0.25}, "6": {"dsc": 1.0, "nsd": 0.75}},
@@ -81,3 +99,16 @@ def test_benchmark_help_names_its_flags(flag, capsys):
     with pytest.raises(SystemExit):
         main(["benchmark", "--help"])
     assert flag in capsys.readouterr().out
+
+
+def test_benchmark_trains_every_fold_of_the_previous_stage_before_the_cascade(tmp_path):
+    from amos_autoseg.pipeline.benchmark import BenchmarkOptions, _configs_to_train
+    from configs_fixtures import every_configuration_plans
+
+    every_configuration_plans(["CT"]).save(tmp_path / "plans.json")
+    (tmp_path / "splits.json").write_text(json.dumps([{"train": ["a"], "val": ["b"]},
+                                                       {"train": ["b"], "val": ["a"]}]))
+    opts = BenchmarkOptions(tmp_path / "data", tmp_path, folds=("0",), configs=("3d_cascade_fullres", "2d"))
+    assert list(_configs_to_train(opts).items()) == [("3d_lowres", ("0", "1")), ("3d_cascade_fullres", ("0",)),
+                                                     ("2d", ("0",))]
+    assert _configs_to_train(BenchmarkOptions(tmp_path / "data", tmp_path, folds=("1",))) == {"3d_fullres": ("1",)}

@@ -1,7 +1,8 @@
 """Plan, preprocess, train the folds, predict the validation set and evaluate, with a report.
 
 The validation split of the data folder (AMOS's imagesVa/labelsVa) is predicted with the fold ensemble; a data
-folder without one is scored on the held-out predictions of the cross-validation folds. The report
+folder without one is scored on the held-out predictions of the cross-validation folds. With --configs, every
+named configuration is trained, find-best ranks them and their pairs, and its choice is the one benchmarked. The report
 (EXP/benchmark/benchmark.md and benchmark.json) puts the result next to nnU-Net's published AMOS numbers.
 Re-running the command continues an interrupted benchmark.
 """
@@ -16,6 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data_dir", metavar="DATA_DIR", help="data folder (AMOS or nnU-Net v2 layout)")
     p.add_argument("--exp", required=True, help="experiment folder")
     common.add_config(p)
+    p.add_argument("--configs", nargs="+", default=None, metavar="C",
+                   help="train several configurations (e.g. 2d 3d_fullres 3d_lowres 3d_cascade_fullres), let "
+                        "find-best pick the configuration or pair, and benchmark that one (overrides --config)")
     p.add_argument("--folds", nargs="+", default=["0", "1", "2", "3", "4"], help="folds to train and ensemble")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train and predict")
     p.add_argument("--meta", default=None, metavar="CSV", help="CSV with case_id, modality[, phase]")
@@ -40,8 +44,13 @@ def run(args: argparse.Namespace) -> int:
         meta=Path(args.meta).resolve() if args.meta else None, preset=args.preset,
         gpu_memory_gb=args.gpu_memory_gb, epochs=args.epochs, iters_per_epoch=args.iters_per_epoch,
         val_iters=args.val_iters, tta=not args.no_tta, debug=bool(getattr(args, "debug", False)),
+        configs=tuple(args.configs or ()),
     )
     summary = run_benchmark(opts, main)
+    if "find_best" in summary:
+        from amos_autoseg.selection.report import table
+
+        print(table(summary["find_best"]))
     mean = summary["mean"]
     print(f"mean DSC {100 * mean['dsc']:.2f} %, NSD {100 * mean['nsd']:.2f} % on the {summary['evaluated_on']}")
     print(f"report: {opts.exp / 'benchmark' / 'benchmark.md'}")

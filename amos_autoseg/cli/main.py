@@ -28,6 +28,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("train", "train", "train one fold of a configuration"),
     ("predict", "predict", "segment images with trained folds (sliding window, TTA, ensemble)"),
     ("evaluate", "evaluate", "DSC and NSD of predictions against references"),
+    ("find-best", "find_best", "pick the configuration or pair to predict with on cross-validation"),
     ("benchmark", "benchmark", "plan, preprocess, train, predict and evaluate on a data folder"),
     ("demo", "demo", "run the whole pipeline on a small synthetic dataset on the CPU"),
     ("preview", "preview", "PNG overlays of segmentations for quality control"),

@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment-on", choices=["auto", "cpu", "device"], default=None,
                    help="where the training augmentation runs: cpu (the loader's workers) or device (batched where "
                         "training runs); the plan's training.augment_on when not given, \"auto\": device on CUDA")
+    p.add_argument("--no-save-probabilities", action="store_true",
+                   help="do not keep validation/<case>.npz (the probabilities find-best ensembles)")
     p.add_argument("--workers", type=int, default=None, metavar="W",
                    help="data-loading worker processes; 0 loads in the training process "
                         "(default: CPUs, at most 8)")
@@ -51,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         initial_lr=args.lr, momentum=args.momentum,
         compile=args.compile, resume=args.resume, workers=common.workers(args),
         stop_after_epoch=args.stop_after_epoch, validate=not args.no_validation, augment_on=args.augment_on,
+        save_probabilities=not args.no_save_probabilities,
     )
     train_fold(opts)
     return 0

@@ -6,7 +6,9 @@ Stages (one script each, numbered in pipeline order):
 2. ``plan``: one job; checks the data and merges the cached fingerprints into fingerprint.json and plans.json;
 3. ``preprocess``: array over case shards;
 4. ``train``: one job per fold; with several GPUs ``torchrun``, with several nodes ``srun torchrun`` with a c10d
-   rendezvous on the first node of the allocation;
+   rendezvous on the first node of the allocation. For ``--config 3d_cascade_fullres`` the previous stage comes
+   first (``preprocess_3d_lowres``, then ``train_3d_lowres`` per fold), and every cascade fold waits for all of
+   its folds: their final validations write the predictions the cascade trains on;
 5. ``predict``: array over the cases to predict (the fold ensemble);
 6. ``evaluate``: array writing per-case parts; 7. ``merge``: one job writing metrics.json and the report;
 8. ``report`` (optional): PNG previews of the predictions.
@@ -20,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from amos_autoseg.cluster.options import ARRAY_STAGES, GPU_STAGES, SlurmOptions
@@ -28,6 +30,7 @@ from amos_autoseg.cluster.options import ARRAY_STAGES, GPU_STAGES, SlurmOptions
 SUBMIT_SCRIPT = "submit_all.sh"
 _SCRIPT_NAME = re.compile(r"^\d\d_[a-z0-9_]+\.sbatch$")
 _WORKERS = '--workers "$WORKERS"'
+PREVIOUS_STAGE = {"3d_cascade_fullres": "3d_lowres"}  # what nnU-Net's planner writes (the plan is made in a job)
 
 
 @dataclass(frozen=True)
@@ -159,21 +162,31 @@ def render_jobs(opts: SlurmOptions) -> list[Job]:
     jobs: list[Job] = []
     number = 0
 
-    def add(stage: str, after: tuple[str, ...], fold: int | None = None) -> None:
+    def add(stage: str, after: tuple[str, ...], fold: int | None = None, config: str | None = None) -> None:
         nonlocal number
         number += 1 if fold is None or fold == opts.folds[0] else 0
         suffix = "" if fold is None else f"_fold{fold}"
         array = opts.arrays[stage] if stage in ARRAY_STAGES else None
-        job_name = f"amos-{stage}{suffix}"
-        lines = header(opts, stage, job_name, array) + preamble(opts, stage) + stage_commands(opts, stage, fold)
-        variable = f"{stage}{suffix}"
-        jobs.append(Job(stage, f"{number:02d}_{stage}{suffix}.sbatch", "\n".join(lines) + "\n", after, variable))
+        tag = stage if config is None else f"{stage}_{config}"  # a previous stage's jobs: own names and ids
+        job_opts = opts if config is None else replace(opts, config=config)
+        job_name = f"amos-{tag}{suffix}"
+        lines = (header(job_opts, stage, job_name, array) + preamble(job_opts, stage)
+                 + stage_commands(job_opts, stage, fold))
+        variable = f"{tag}{suffix}"
+        jobs.append(Job(tag, f"{number:02d}_{tag}{suffix}.sbatch", "\n".join(lines) + "\n", after, variable))
 
     add("fingerprint", ())
     add("plan", ("fingerprint",))
     add("preprocess", ("plan",))
+    previous = PREVIOUS_STAGE.get(opts.config)
+    waits: tuple[str, ...] = ("preprocess",)
+    if previous is not None:
+        add("preprocess", ("plan",), config=previous)
+        for fold in opts.folds:
+            add("train", (f"preprocess_{previous}",), fold, config=previous)
+        waits += (f"train_{previous}",)
     for fold in opts.folds:
-        add("train", ("preprocess",), fold)
+        add("train", waits, fold)
     trains = tuple(f"train_fold{f}" for f in opts.folds)
     add("predict", trains)
     add("evaluate", ("predict",))

@@ -15,14 +15,20 @@ Per sample (nnU-Net v2's ``nnUNetDataLoader`` + ``get_training_transforms``):
    sampled transform reads is loaded; then the augmentation record is applied, here (``augment_on="cpu"``) or
    batched on the training device (``"device"``: the batch holds the windows and the records, and
    :func:`augment_on_device` finishes it); without augmentation (validation) the final patch is cropped directly;
-4. outside the image the data is 0 and the segmentation -1, which is finally mapped to 0 (``RemoveLabelTransform``).
+4. outside the image the data is 0 and the segmentation -1, which is finally mapped to 0 (``RemoveLabelTransform``);
+5. a cascade stage then appends the previous stage's labels (cropped and moved with the segmentation) one-hot
+   (cascade stages augment in the loader: the device path carries no previous-stage channels).
+
+With an ignore label (nnU-Net v2's sparse annotations) the crops that are not forced to foreground, and forced
+ones of a case without foreground, are centred on a stored annotated voxel; the ignore label itself is never
+sampled as foreground (preprocessing stores no locations for it).
 
 2-d configurations (two-entry patch) crop one slice of the 3-d case and return ``(B, C, y, x)`` batches.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -36,9 +42,15 @@ from amos_autoseg.augmentation import (
     input_window,
     sample_params,
 )
+from amos_autoseg.augmentation.previous_stage import (
+    previous_stage_channels,
+    transform_labels,
+)
 from amos_autoseg.data.sampling import (
     STREAM_AUGMENT,
     STREAM_CROP,
+    STREAM_PREVIOUS_STAGE,
+    annotated_start,
     bbox_bounds,
     crop_padded,
     forced_foreground,
@@ -73,6 +85,9 @@ class BatchSource:
             :func:`augment_on_device` augments them where training runs.
         mask_modalities: modalities normalised inside the body mask: after augmenting, every channel of their
             cases is set to 0 where the labels say "outside the body" (nnU-Net's ``MaskImageTransform``).
+        previous_stage_labels: a cascade stage's foreground labels: the case's ``previous_stage`` label map
+            (Z, Y, X) is cropped and augmented with the segmentation, then appended one-hot to the data
+            (:mod:`amos_autoseg.augmentation.previous_stage`); only with ``augment_on="cpu"``.
     """
 
     def __init__(
@@ -88,6 +103,7 @@ class BatchSource:
         world_size: int = 1,
         augment_on: str = "cpu",
         mask_modalities: tuple[str, ...] = (),
+        previous_stage_labels: Sequence[int] = (),
     ) -> None:
         if not case_ids:
             raise ValueError("a batch source needs at least one case")
@@ -99,6 +115,8 @@ class BatchSource:
             raise ValueError(f"{augment.dims}-d augmentation for a {len(patch_size)}-d patch")
         if augment_on not in AUGMENT_ON:
             raise ValueError(f"augment_on {augment_on!r} is not one of {AUGMENT_ON}")
+        if previous_stage_labels and augment is not None and augment_on == "device":
+            raise ValueError("a cascade stage augments in the loader (augment_on='cpu')")
         self.open_case = open_case
         self.case_ids = list(case_ids)
         self.patch_size = [int(p) for p in patch_size]
@@ -108,6 +126,7 @@ class BatchSource:
         self.augment = augment
         self.augment_on = augment_on
         self.mask_modalities = tuple(mask_modalities)
+        self.previous_stage_labels = tuple(int(v) for v in previous_stage_labels)
         self.rank, self.world_size = int(rank), int(world_size)
         self.indices = rank_slice(self.batch_size, self.world_size, self.rank)
         self.forced = forced_foreground(self.batch_size, self.oversample_foreground)
@@ -143,17 +162,25 @@ class BatchSource:
 
     def make_sample(self, step: int, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         """Sample ``index`` of the global batch of ``step``: ``(data (C, *patch), target (1, *patch), case_id)``."""
+        two_d = len(self.patch_size) == 2
         if self.augment is None:
             case_id, case, start = self._locate(step, index)
-            final = [1, *self.patch_size] if len(self.patch_size) == 2 else list(self.patch_size)
-            data, seg = _read(case, start, final)
-            if len(self.patch_size) == 2:
-                data, seg = data[:, 0], seg[:, 0]
+            final = [1, *self.patch_size] if two_d else list(self.patch_size)
+            data, seg, prev = _read(case, start, final, self._cascade, two_d)
         else:
-            data, seg, params, offset, case_id = self.make_window(step, index)
+            data, seg, params, offset, case_id, prev = self._window(step, index)
             data, seg = apply(data, seg, params, self.patch_size, offset=offset, in_shape=self.crop_size)
+            if prev is not None:
+                prev = transform_labels(prev, params, self.patch_size, offset, self.crop_size)
         seg = np.where(seg < 0, 0, seg).astype(np.int16, copy=False)
+        if prev is not None:  # the cascade's input: the previous stage's labels, one-hot, after augmentation
+            perturb = sample_rng(self.seed, step, index, STREAM_PREVIOUS_STAGE) if self.augment else None
+            data = np.concatenate([data, previous_stage_channels(prev[0], self.previous_stage_labels, perturb)])
         return np.ascontiguousarray(data, dtype=np.float32), np.ascontiguousarray(seg), case_id
+
+    @property
+    def _cascade(self) -> bool:
+        return bool(self.previous_stage_labels)
 
     def make_window(self, step: int, index: int) -> tuple[np.ndarray, np.ndarray, AugParams, list[int], str]:
         """The un-augmented input of an augmented sample: the part of its enlarged crop its record reads.
@@ -162,6 +189,12 @@ class BatchSource:
             ``(data (C, *w) float32, seg (1, *w) int16 with -1 outside the image, record, offset of the window in
             the enlarged crop, case_id)``.
         """
+        data, seg, params, offset, case_id, _ = self._window(step, index)
+        return data, seg, params, offset, case_id
+
+    def _window(self, step: int, index: int,
+                ) -> tuple[np.ndarray, np.ndarray, AugParams, list[int], str, np.ndarray | None]:
+        """:meth:`make_window` plus the previous stage's labels over the same window (cascade stages, else None)."""
         if self.augment is None:
             raise ValueError("a batch source without augmentation has no augmentation windows")
         case_id, case, start = self._locate(step, index)
@@ -171,11 +204,11 @@ class BatchSource:
         window = input_window(params, self.crop_size, self.patch_size)
         if len(self.patch_size) == 2:
             window = [(0, 1), *window]
-        data, seg = _read(case, [s + lo for s, (lo, _) in zip(start, window)], [hi - lo for lo, hi in window])
-        if len(self.patch_size) == 2:
-            data, seg = data[:, 0], seg[:, 0]
-            window = window[1:]
-        return data, seg, params, [lo for lo, _ in window], case_id
+        two_d = len(self.patch_size) == 2
+        data, seg, prev = _read(case, [s + lo for s, (lo, _) in zip(start, window)],
+                                [hi - lo for lo, hi in window], self._cascade, two_d)
+        offset = [lo for lo, _ in window][1 if two_d else 0:]
+        return data, seg, params, offset, case_id, prev
 
     def make_window_batch(self, step: int) -> dict[str, Any]:
         """The batch of ``step`` before augmentation, for :func:`augment_on_device`.
@@ -205,6 +238,8 @@ class BatchSource:
         final = [1, *self.patch_size] if two_d else list(self.patch_size)
         lbs, ubs = bbox_bounds(case.data.shape[1:], crop, final)
         chosen = foreground_start(rng, case.class_locations, lbs, crop) if self.forced[index] else None
+        if chosen is None:  # an ignore-label dataset centres its other crops on annotated voxels
+            chosen = annotated_start(rng, case.class_locations, lbs, crop)
         start = chosen[0] if chosen is not None else random_start(rng, lbs, ubs)
         return case_id, case, start
 
@@ -225,8 +260,10 @@ def _modality(case: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _read(case: Any, start: list[int], size: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Padded crop of the case's data (pad 0) and first segmentation channel (pad -1), both (1 or C, *size)."""
+def _read(case: Any, start: list[int], size: list[int], previous: bool = False, two_d: bool = False,
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Padded crops (C or 1, *size) of the case's data (pad 0), first segmentation channel (pad -1) and, with
+    ``previous``, the previous stage's labels (``case.previous_stage``, pad -1); ``two_d`` drops the slice axis."""
     seg_array = case.seg
     if seg_array is None:
         raise InputError(str(getattr(case, "case_id", "case")), "has no label map; it cannot be used for training")
@@ -235,8 +272,10 @@ def _read(case: Any, start: list[int], size: list[int]) -> tuple[np.ndarray, np.
         seg = crop_padded(seg_array, start, size, -1, np.int16)[None]
     else:
         seg = crop_padded(seg_array, start, size, -1, np.int16)[:1]
-    return data, seg
-
+    prev = crop_padded(case.previous_stage, start, size, -1, np.int16)[None] if previous else None
+    if two_d:
+        data, seg, prev = data[:, 0], seg[:, 0], (None if prev is None else prev[:, 0])
+    return data, seg, prev
 
 
 def pack_windows(data: list[np.ndarray], seg: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -11,8 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from amos_autoseg.preprocessing.locations import ANNOTATED
+
 STREAM_CROP = 0
 STREAM_AUGMENT = 1
+STREAM_PREVIOUS_STAGE = 2
 
 
 def sample_rng(seed: int, step: int, index: int, stream: int) -> np.random.Generator:
@@ -97,6 +100,22 @@ def foreground_start(rng: np.random.Generator, class_locations: Mapping[Any, Any
     voxel = locations[int(rng.integers(len(locations)))]
     start = [max(int(lo), int(v) - int(c) // 2) for lo, v, c in zip(lbs, voxel[-len(crop):], crop)]
     return start, label
+
+
+def annotated_start(rng: np.random.Generator, class_locations: Mapping[Any, Any] | None, lbs: Sequence[int],
+                    crop: Sequence[int]) -> tuple[list[int], int] | None:
+    """A random crop of a dataset with an ignore label: centred on a stored annotated voxel (nnU-Net).
+
+    Returns ``(start, ANNOTATED)``, or None when the case stores no annotated voxels (no ignore label in its
+    dataset, or nothing annotated): the caller then crops uniformly, drawing nothing from ``rng`` here.
+    """
+    if not class_locations or not any(int(k) == ANNOTATED for k in class_locations):
+        return None
+    locations = _locations_of(class_locations, ANNOTATED)
+    if len(locations) == 0:
+        return None
+    voxel = locations[int(rng.integers(len(locations)))]
+    return [max(int(lo), int(v) - int(c) // 2) for lo, v, c in zip(lbs, voxel[-len(crop):], crop)], ANNOTATED
 
 
 def _locations_of(class_locations: Mapping[Any, Any], label: int) -> np.ndarray:

@@ -38,7 +38,7 @@ def read_label_set(dataset_json: str | os.PathLike[str] | None) -> dict[int, str
         return dict(AMOS_SHORT_NAMES)
     spec = _read_json(dataset_json)
     labels = parse_labels(spec.get("labels"), Path(dataset_json))
-    fg = {k: v for k, v in labels.items() if k != 0}
+    fg = {k: v for k, v in labels.items() if k != 0 and v != "ignore"}  # nnU-Net's ignore label is no organ
     if not fg:
         raise InputError(dataset_json, '"labels" has no foreground label')
     return fg

@@ -57,6 +57,7 @@ def evaluate_case(
     spacing: Spacing,
     labels: Sequence[int],
     tolerance_mm: Tolerance = 1.0,
+    ignore_label: int | None = None,
 ) -> dict[int, dict[str, float]]:
     """DSC and NSD of every label of one case.
 
@@ -66,6 +67,8 @@ def evaluate_case(
         spacing: the reference image's voxel size in mm, array order (z, y, x).
         labels: foreground label ids to score (positive integers).
         tolerance_mm: NSD tolerance in mm, one number or one per label.
+        ignore_label: voxels where the reference holds this label (nnU-Net's ignore label: not annotated) are
+            left out: both maps count as background there.
 
     Returns:
         label -> ``{"dsc": ..., "nsd": ...}``, both in [0, 1].
@@ -75,7 +78,7 @@ def evaluate_case(
         >>> evaluate_case(ref, ref, (1.0, 1.0, 1.0), [1, 2])
         {1: {'dsc': 1.0, 'nsd': 1.0}, 2: {'dsc': 1.0, 'nsd': 1.0}}
     """
-    return evaluate_case_detailed(pred, ref, spacing, labels, tolerance_mm)[0]
+    return evaluate_case_detailed(pred, ref, spacing, labels, tolerance_mm, ignore_label)[0]
 
 
 def evaluate_case_detailed(
@@ -84,6 +87,7 @@ def evaluate_case_detailed(
     spacing: Spacing,
     labels: Sequence[int],
     tolerance_mm: Tolerance = 1.0,
+    ignore_label: int | None = None,
 ) -> tuple[dict[int, dict[str, float]], dict[str, list[int]]]:
     """:func:`evaluate_case`, plus which labels each side holds.
 
@@ -95,6 +99,11 @@ def evaluate_case_detailed(
     ref = _as_label_array(ref, "ref")
     if pred.shape != ref.shape:
         raise ValueError(f"pred shape {pred.shape} differs from ref shape {ref.shape}")
+    if ignore_label is not None:
+        unannotated = ref == ignore_label
+        if unannotated.any():
+            pred, ref = pred.copy(), ref.copy()
+            pred[unannotated], ref[unannotated] = 0, 0
     labels = [int(v) for v in labels]
     if any(v <= 0 for v in labels):
         raise ValueError(f"labels must be positive foreground ids, got {labels}")

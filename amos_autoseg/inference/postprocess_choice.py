@@ -196,6 +196,6 @@ def determine_for_experiment(
                 cases.append(CvCase(cid, p, labelled[cid]))
     if not cases:
         raise InputError(paths.root / config, "holds no validation predictions (fold_*/validation/*.nii.gz)")
-    rules = determine_postprocessing(cases, sorted(k for k in plans.labels if k != 0), workers=workers)
+    rules = determine_postprocessing(cases, plans.foreground_labels, workers=workers)
     save_rules(rules, paths.postprocessing(config))
     return rules

@@ -181,7 +181,8 @@ class Predictor:
         For a 2D configuration the tiles are (B, C, 1, Y, X) and the mirror axes are shifted past the slice axis.
         """
         flat = self.is_2d
-        axes = tuple(a + 1 for a in self.mirror_axes) if flat else self.mirror_axes
+        # a 2D patch has axes 0 and 1 only (checkpoints may carry the plan's [0, 1, 2]); tiles put them at 1, 2
+        axes = tuple(a + 1 for a in self.mirror_axes if a < 2) if flat else self.mirror_axes
         group = self.mirror_group or _default_mirror_group(self.plans.configuration(self.config), self.device,
                                                            2 ** len(axes))
         members = [mirrored(_network(m, self.autocast_dtype, self.device, flat), axes, group) for m in self.models]

@@ -61,11 +61,11 @@ def predict_folder(opts: PredictOptions) -> PredictSummary:
     paths.require(paths.root, "give an experiment folder made by `amos-autoseg plan`")
 
     def load() -> tuple[Predictor, PostprocessingRules | None]:
-        from amos_autoseg.inference.predictor import Predictor
+        from amos_autoseg.inference.configurations import load_predictor
 
-        predictor = Predictor.from_experiment(opts.exp, opts.config, opts.folds, opts.device, opts.tta,
-                                              opts.tile_batch_size)
-        return predictor, _rules(paths, opts)
+        # --config: one configuration, a cascade stage, "a+b" (an ensemble) or "best" (find-best's choice)
+        predictor = load_predictor(opts.exp, opts.config, opts.folds, opts.device, opts.tta, opts.tile_batch_size)
+        return predictor, _rules(paths, opts)  # type: ignore[return-value]
 
     return run_prediction(opts, load)
 
@@ -108,9 +108,10 @@ def run_prediction(
 def _rules(paths: ExperimentPaths, opts: PredictOptions) -> PostprocessingRules | None:
     if not opts.postprocessing:
         return None
+    from amos_autoseg.inference.configurations import resolve_config, rules_file
     from amos_autoseg.inference.postprocess import load_rules
 
-    file = paths.postprocessing(opts.config)
+    file = rules_file(paths, resolve_config(paths.root, opts.config))
     if not file.is_file():
         log.info("no %s: predictions are not post-processed", file)
         return None

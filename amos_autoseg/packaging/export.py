@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from amos_autoseg.errors import InputError
+from amos_autoseg.errors import InputError, UsageError
 from amos_autoseg.experiment import ExperimentPaths
 from amos_autoseg.packaging.archive import write_zip
 from amos_autoseg.packaging.content import (
@@ -87,6 +87,9 @@ def export_model(
     from amos_autoseg.planning.plans import Plans
 
     plans = Plans.from_json(plans_json, paths.root / config)
+    if plans.configuration(config).previous_stage is not None:
+        raise UsageError(f"--config {config}: a cascade stage needs its previous stage at prediction time and "
+                         "cannot be exported to a model file yet; predict it from the experiment folder")
     members[PLANS_JSON] = json_bytes(plans.to_json())
     members[FINGERPRINT_JSON] = json_bytes(fingerprint_summary(fingerprint))
     rules_file = paths.postprocessing(config)

@@ -4,6 +4,11 @@ plan -> preprocess -> train the folds -> predict the validation split (``imagesV
 else gather the held-out predictions of the cross-validation folds -> evaluate (DSC, NSD per organ and modality,
 worst-case previews) -> ``EXP/benchmark/benchmark.md`` and ``benchmark.json`` with the stage times and nnU-Net's
 published AMOS results next to ours. Every stage resumes, so re-running the command continues a cut-off run.
+
+With several configurations (``--configs 2d 3d_fullres ...``) every one is preprocessed and trained (a cascade
+stage after every fold of its previous stage, which is added when missing), ``amos-autoseg find-best`` ranks them
+and their pairs on cross-validation, and the chosen candidate (``--config best``) is the one predicted and
+evaluated; the report shows find-best's table.
 """
 from __future__ import annotations
 
@@ -46,6 +51,7 @@ class BenchmarkOptions:
     tta: bool = True
     debug: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    configs: tuple[str, ...] = ()
 
 
 def run_benchmark(opts: BenchmarkOptions, command: Callable[[list[str]], int]) -> dict[str, Any]:
@@ -58,26 +64,41 @@ def run_benchmark(opts: BenchmarkOptions, command: Callable[[list[str]], int]) -
     plan += ["--preset", opts.preset] if opts.preset else []
     plan += ["--gpu-memory-gb", opts.gpu_memory_gb] if opts.gpu_memory_gb is not None else []
     stages.run("plan", plan)
-    stages.run("preprocess", ["preprocess", opts.exp, "--config", opts.config, "--workers", w])
-    for fold in opts.folds:
-        stages.run(f"train fold {fold}", ["train", opts.exp, "--fold", fold, "--config", opts.config,
-                                          "--device", opts.device, "--workers", w, *_train_overrides(opts)])
-    from amos_autoseg.inference.postprocess_choice import determine_for_experiment
+    configs = _configs_to_train(opts)
+    for config in configs:
+        stages.run("preprocess" if not opts.configs else f"preprocess {config}",
+                   ["preprocess", opts.exp, "--config", config, "--workers", w])
+    for config, folds in configs.items():
+        for fold in folds:
+            name = f"train fold {fold}" if not opts.configs else f"train {config} fold {fold}"
+            stages.run(name, ["train", opts.exp, "--fold", fold, "--config", config, "--device", opts.device,
+                              "--workers", w, *_train_overrides(opts)])
+    selection = None
+    if opts.configs:  # find-best chooses post-processing per candidate; predict --config best applies it
+        stages.run("find-best", ["find-best", opts.exp, "--folds", *opts.folds, "--configs", *configs,
+                                 "--workers", w])  # the folds of the benchmark, for every candidate
+        selection = json.loads((opts.exp / "best.json").read_text(encoding="utf-8"))
+        chosen = "best"
+        rules = selection["best"]["postprocessing"]
+    else:
+        from amos_autoseg.inference.postprocess_choice import determine_for_experiment
 
-    # nnU-Net's rule: post-processing is chosen on the held-out fold predictions, then applied by predict.
-    rules = stages.call("post-processing", lambda: determine_for_experiment(opts.exp, opts.config, opts.workers))
+        # nnU-Net's rule: post-processing is chosen on the held-out fold predictions, then applied by predict.
+        rules = stages.call("post-processing",
+                            lambda: determine_for_experiment(opts.exp, opts.config, opts.workers))
+        chosen = opts.config
     dataset = load_dataset(opts.data_dir, opts.meta)
     validation = dataset.split("validation")
     if validation:
         source = f"validation split ({len(validation)} cases, never seen in training)"
         images, refs = _common_folder(validation, "image"), _common_folder(validation, "label")
         pred = out / "predictions"
-        stages.run("predict", ["predict", opts.exp, "--input", images, "--output", pred, "--config", opts.config,
+        stages.run("predict", ["predict", opts.exp, "--input", images, "--output", pred, "--config", chosen,
                                "--device", opts.device, "--folds", *opts.folds, *meta,
                                *([] if opts.tta else ["--no-tta"])])
     else:
         source = f"held-out predictions of cross-validation folds {', '.join(opts.folds)}"
-        pred, refs = _gather_cross_validation(opts, dataset.training, out)
+        pred, refs = _gather_cross_validation(_cv_folders(opts, selection), dataset.training, out)
         images = _common_folder(dataset.training, "image")
     metrics_json = out / "evaluation" / "metrics.json"
     stages.run("evaluate", ["evaluate", "--pred", pred, "--ref", refs, "--labels", opts.data_dir / "dataset.json",
@@ -85,6 +106,9 @@ def run_benchmark(opts: BenchmarkOptions, command: Callable[[list[str]], int]) -
     metrics = json.loads(metrics_json.read_text(encoding="utf-8"))
     summary = _summary(opts, metrics, source, stages.seconds)
     summary["postprocessing"] = to_jsonable(rules)
+    if selection is not None:
+        summary["config"] = selection["best"]["config"]
+        summary["find_best"] = {k: selection[k] for k in ("candidates", "best", "skipped", "rank_by")}
     atomic.write_json(out / "benchmark.json", summary)
     atomic.write_text(out / "benchmark.md", _markdown(summary, metrics))
     log.info("benchmark report: %s", out / "benchmark.md")
@@ -109,16 +133,46 @@ def _common_folder(cases: list[Case], what: str) -> Path:
     return folders.pop()
 
 
-def _gather_cross_validation(opts: BenchmarkOptions, training: list[Case], out: Path) -> tuple[Path, Path]:
-    """Link each fold's validation predictions and their references into two folders for ``evaluate``."""
+def _configs_to_train(opts: BenchmarkOptions) -> dict[str, tuple[str, ...]]:
+    """Configuration -> folds to train, each cascade stage after its previous stage, which trains every fold of
+    splits.json (its final validations write the predictions of every case the cascade trains on)."""
+    if not opts.configs:
+        return {opts.config: opts.folds}
+    from amos_autoseg.planning.plans import Plans
+    from amos_autoseg.planning.splits import load_splits
+
+    plans = Plans.load(opts.exp / "plans.json")
+    every_fold = tuple(str(f) for f in range(len(load_splits(opts.exp / "splits.json"))))
+    ordered: dict[str, tuple[str, ...]] = {}
+    for config in opts.configs:
+        previous = plans.configuration(config).previous_stage
+        if previous is not None:
+            if previous not in opts.configs or set(every_fold) - set(opts.folds):
+                log.info("benchmark: %s needs every fold of %s; training them", config, previous)
+            ordered[previous] = every_fold
+        ordered.setdefault(config, opts.folds)
+    return ordered
+
+
+def _cv_folders(opts: BenchmarkOptions, selection: dict[str, Any] | None) -> list[Path]:
+    """Folders of the held-out predictions of the configuration (or of find-best's choice) evaluated."""
+    if selection is None:
+        return [opts.exp / opts.config / f"fold_{fold}" / "validation" for fold in opts.folds]
+    best = selection["best"]
+    if len(best["members"]) > 1:  # the pair's ensembled cross-validation labels, written by find-best
+        return [opts.exp / "ensembles" / best["config"] / "crossval"]
+    return [opts.exp / best["config"] / f"fold_{fold}" / "validation" for fold in opts.folds]
+
+
+def _gather_cross_validation(folders: list[Path], training: list[Case], out: Path) -> tuple[Path, Path]:
+    """Link the held-out predictions and their references into two folders for ``evaluate``."""
     pred_dir, ref_dir = out / "cv_predictions", out / "cv_references"
     for d in (pred_dir, ref_dir):
         if d.exists():
             shutil.rmtree(d)
         d.mkdir(parents=True)
     labels = {c.case_id: c.label for c in training if c.label is not None}
-    for fold in opts.folds:
-        folder = opts.exp / opts.config / f"fold_{fold}" / "validation"
+    for folder in folders:
         for pred in sorted(folder.glob("*.nii.gz")):
             case_id = pred.name[: -len(".nii.gz")]
             if case_id not in labels:
@@ -126,7 +180,7 @@ def _gather_cross_validation(opts: BenchmarkOptions, training: list[Case], out: 
             _link(pred, pred_dir / pred.name)
             _link(labels[case_id], ref_dir / f"{case_id}{_ending(labels[case_id])}")
     if not any(pred_dir.iterdir()):
-        raise InputError(opts.exp / opts.config, "no held-out fold predictions found; did training finish?")
+        raise InputError(folders[0], "no held-out fold predictions found; did training finish?")
     return pred_dir, ref_dir
 
 
@@ -167,6 +221,17 @@ def _summary(opts: BenchmarkOptions, metrics: dict[str, Any], source: str,
     }
 
 
+def _selection_lines(summary: dict[str, Any]) -> list[str]:
+    """find-best's table when several configurations were trained (empty otherwise)."""
+    if "find_best" not in summary:
+        return []
+    from amos_autoseg.selection.report import table
+
+    return ["## Configurations (find-best on the cross-validation predictions)", "", table(summary["find_best"]),
+            "", f"Predicted and evaluated: `{summary['config']}` (`predict --config best`); `EXP/best.md` has the "
+            "commands.", ""]
+
+
 def _markdown(summary: dict[str, Any], metrics: dict[str, Any]) -> str:
     pub = summary["published"]
     mean = summary["mean"]
@@ -178,6 +243,7 @@ def _markdown(summary: dict[str, Any], metrics: dict[str, Any]) -> str:
         f"({summary['cases']} cases, NSD tolerance {metrics.get('nsd_tolerance_mm')} mm).", "",
         "```", metrics_table(metrics, AMOS_SHORT_NAMES), "```", "",
         "Per-case scores, the bar chart and previews of the worst cases: `evaluation/report.md`.", "",
+        *_selection_lines(summary),
         "## Published AMOS results for comparison", "",
         f"{pub['source']}. {pub['dataset']}; {pub['metric']}. These numbers come from real AMOS data and full "
         "training runs: compare with them only when this benchmark ran on AMOS with the default recipe "

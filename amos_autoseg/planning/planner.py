@@ -8,7 +8,10 @@ Configurations, as nnU-Net plans them:
   grows by ``lowres_spacing_factor`` per step (first only the axes more than 2x finer than the coarsest, then all)
   until the patch covers enough; dropped when the lowres median image is not at least 2x smaller than the
   fullres one. With a lowres configuration fullres uses batch Dice, lowres does not; without one neither does;
-* ``2d`` on the in-plane axes of the fullres spacing, always with batch Dice.
+* ``2d`` on the in-plane axes of the fullres spacing, always with batch Dice;
+* ``3d_cascade_fullres`` whenever ``3d_lowres`` is planned: ``3d_fullres``'s plan (and preprocessed data) with
+  ``previous_stage = "3d_lowres"``, whose ``next_stage`` names it back, as nnU-Net writes it. It trains on the
+  fullres data plus the one-hot cross-validation predictions of the lowres stage.
 
 Normalisation is decided per modality (:func:`normalization_for`).
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -25,11 +29,12 @@ from amos_autoseg.errors import InputError
 from amos_autoseg.fingerprint.model import Fingerprint
 from amos_autoseg.planning import spacing as sp
 from amos_autoseg.planning.configuration import SizedConfiguration, size_configuration
-from amos_autoseg.planning.plans import ConfigurationPlan, NormalizationPlan, Plans
+from amos_autoseg.planning.plans import IGNORE_NAME, ConfigurationPlan, NormalizationPlan, Plans
 from amos_autoseg.planning.settings import PlannerSettings, deviations
 
 log = logging.getLogger(__name__)
 
+CASCADE = "3d_cascade_fullres"
 MASK_RELATIVE_SIZE = 0.75  # masked z-scoring when the crop keeps less than this share of the image (nnU-Net)
 
 
@@ -47,6 +52,7 @@ def plan_experiment(fp: Fingerprint, settings: PlannerSettings | None = None, in
     settings = settings or PlannerSettings()
     if not fp.cases:
         raise InputError("fingerprint.json", "has no training cases; nothing to plan")
+    _check_ignore_label(fp.labels)
     spacings = [list(c.spacing) for c in fp.cases]
     shapes = [list(c.shape_after_crop) for c in fp.cases]
     if settings.target_spacing is not None:
@@ -67,7 +73,9 @@ def plan_experiment(fp: Fingerprint, settings: PlannerSettings | None = None, in
         configs["3d_fullres"] = _config("3d_fullres", target_t, median_shape, fullres, lowres is not None)
         if lowres is not None and "3d_lowres" in wanted:
             low_spacing, low_shape, low_sized = lowres
-            configs["3d_lowres"] = _config("3d_lowres", low_spacing, low_shape, low_sized, False)
+            configs["3d_lowres"] = replace(_config("3d_lowres", low_spacing, low_shape, low_sized, False),
+                                           next_stage=CASCADE)
+            configs[CASCADE] = replace(configs["3d_fullres"], name=CASCADE, previous_stage="3d_lowres")
     if "2d" in wanted:
         sized_2d = size_configuration(target_t[1:], median_shape[1:], n_voxels, settings, in_channels, num_classes)
         configs["2d"] = _config("2d", target_t[1:], median_shape[1:], sized_2d, True)
@@ -85,6 +93,14 @@ def plan_experiment(fp: Fingerprint, settings: PlannerSettings | None = None, in
         configurations=configs,
         planner=planner_record(settings, in_channels, n_cases),
     )
+
+
+def _check_ignore_label(labels: dict[int, str]) -> None:
+    """nnU-Net's rule: a label named ``ignore`` must have the highest id (the network gets no channel for it)."""
+    ignore = [k for k, name in labels.items() if name == IGNORE_NAME]
+    if ignore and ignore[0] != max(labels):
+        raise InputError("dataset.json", f"the label 'ignore' has id {ignore[0]}; it must have the highest id "
+                                         f"({max(labels)} is higher), as nnU-Net requires")
 
 
 def _lowres(

@@ -21,6 +21,7 @@ from amos_autoseg.utils import atomic
 from amos_autoseg.utils.dataclass_json import to_jsonable
 
 SCHEMA_VERSION = 1
+IGNORE_NAME = "ignore"  # dataset.json name of the label nnU-Net v2 leaves out of training and scoring
 
 
 @dataclass(frozen=True)
@@ -161,9 +162,40 @@ class Plans:
             ) from None
 
     @property
+    def ignore_label(self) -> int | None:
+        """The id of the label named ``"ignore"`` (nnU-Net v2's sparse annotations), or ``None``.
+
+        Voxels carrying it are left out of the loss, the pseudo-Dice and the metrics, and are never sampled as
+        foreground; the network has no output channel for it (nnU-Net requires it to be the highest id).
+        """
+        ids = [k for k, name in self.labels.items() if name == IGNORE_NAME]
+        return ids[0] if ids else None
+
+    @property
+    def foreground_labels(self) -> list[int]:
+        """The label ids the network segments: every id but background and the ignore label, ascending."""
+        ignore = self.ignore_label
+        return sorted(k for k in self.labels if k != 0 and k != ignore)
+
+    @property
     def num_classes(self) -> int:
-        """Output channels of the network: background plus the largest label id."""
-        return max(self.labels) + 1
+        """Output channels of the network: background plus the largest label id (the ignore label excluded)."""
+        return max([0, *self.foreground_labels]) + 1
+
+    def data_configuration(self, name: str) -> str:
+        """The configuration whose preprocessed data ``name`` uses (``EXP/preprocessed/<it>``).
+
+        A configuration reads its own data, except a cascade stage (one with ``previous_stage``), which reads
+        the data of the configuration with the same ``data_identifier`` and no previous stage, as nnU-Net's
+        ``3d_cascade_fullres`` reads ``3d_fullres``'s.
+        """
+        cfg = self.configuration(name)
+        if cfg.previous_stage is None:
+            return name
+        for other, c in self.configurations.items():
+            if c.previous_stage is None and c.data_identifier == cfg.data_identifier:
+                return other
+        return name
 
     def with_training(self, **changes: Any) -> Plans:
         """A copy with some training knobs changed (e.g. from CLI flags)."""

@@ -105,6 +105,10 @@ def summary_lines(plans: Plans, splits: list[dict[str, list[str]]], splits_made:
         spacing = ", ".join(f"{v:.3g}" for v in c.spacing)
         lines.append(f"{name}: spacing [{spacing}] mm, patch {c.patch_size}, batch {c.batch_size}, "
                      f"{c.network.n_stages} stages {c.network.architecture}")
+    for name, c in plans.configurations.items():
+        if c.previous_stage is not None:
+            lines.append(f"{name}: {plans.data_configuration(name)} with the {c.previous_stage} predictions as "
+                         f"extra input channels (train every {c.previous_stage} fold first)")
     for modality, norm in sorted(plans.normalization.items()):
         if norm.scheme == "ct":
             lines.append(f"normalization {modality}: clip [{norm.clip_low:.1f}, {norm.clip_high:.1f}], "

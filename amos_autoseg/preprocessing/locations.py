@@ -11,6 +11,7 @@ import numpy as np
 
 MIN_SAMPLES = 10000
 MIN_COVERAGE = 0.01
+ANNOTATED = -1  # key of the annotated voxels (every value but the ignore label) in a dataset with one
 
 
 def sample_class_locations(
@@ -45,3 +46,19 @@ def sample_class_locations(
         pick = np.sort(rng.choice(n, k, replace=False))
         out[lab] = np.stack(np.unravel_index(idx[a + pick], seg.shape), axis=1).astype(np.int32)
     return out
+
+
+def sample_annotated_locations(seg: np.ndarray, ignore_label: int, seed: int = 1234) -> np.ndarray:
+    """Sampled coordinates of the voxels not carrying ``ignore_label`` (background and outside included).
+
+    nnU-Net v2 stores these for datasets with an ignore label and centres the random (not foreground-forced)
+    patches on them, so that every patch holds annotated voxels. Same sampling rule as
+    :func:`sample_class_locations`; the result is stored under the key :data:`ANNOTATED`.
+    """
+    rng = np.random.RandomState(seed)
+    idx = np.flatnonzero(seg.reshape(-1) != ignore_label)
+    if idx.size == 0:
+        return np.zeros((0, 3), dtype=np.int32)
+    k = max(min(MIN_SAMPLES, idx.size), int(np.ceil(idx.size * MIN_COVERAGE)))
+    pick = np.sort(rng.choice(idx.size, k, replace=False))
+    return np.stack(np.unravel_index(idx[pick], seg.shape), axis=1).astype(np.int32)

@@ -12,7 +12,7 @@ from amos_autoseg.errors import InputError
 from amos_autoseg.io.image import Geometry
 from amos_autoseg.planning.plans import Plans
 from amos_autoseg.preprocessing.cropping import crop_to_nonzero
-from amos_autoseg.preprocessing.locations import sample_class_locations
+from amos_autoseg.preprocessing.locations import ANNOTATED, sample_annotated_locations, sample_class_locations
 from amos_autoseg.preprocessing.normalization import normalize
 from amos_autoseg.preprocessing.properties import CaseProperties
 from amos_autoseg.preprocessing.resample import (
@@ -95,8 +95,10 @@ def preprocess_case(
     labels_present: list[int] = []
     if seg is not None:
         seg = resample_labels(seg, new_shape, spacing, target, order=rs.order_seg, **opts)[None]
-        locations = sample_class_locations(seg[0], [k for k in plans.labels if k > 0])
-        labels_present = sorted(k for k, v in locations.items() if len(v))
+        locations = sample_class_locations(seg[0], plans.foreground_labels)
+        if plans.ignore_label is not None:
+            locations[ANNOTATED] = sample_annotated_locations(seg[0], plans.ignore_label)
+        labels_present = sorted(k for k, v in locations.items() if len(v) and k > 0)
     props = CaseProperties(
         case_id=case_id,
         modality=modality,

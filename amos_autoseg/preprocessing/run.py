@@ -136,7 +136,7 @@ def preprocess_experiment(
     t0 = time.perf_counter()
     paths = ExperimentPaths.at(exp)
     plans = Plans.load(paths.plans)
-    plans.configuration(config)  # fail early on a bad name
+    config = plans.data_configuration(config)  # a cascade stage shares the data of the configuration below it
     out_dir = paths.preprocessed(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     mine = shard.select(training_cases(paths))

@@ -26,6 +26,7 @@ from amos_autoseg.utils.atomic import atomic_path
 FORMAT = 1
 LATEST = "checkpoint_latest.pt"
 FINAL = "checkpoint_final.pt"
+BEST = "checkpoint_best.pt"  # the epoch with the highest EMA pseudo-Dice so far (nnU-Net's checkpoint_best)
 REQUIRED_KEYS = ("format", "model", "epoch", "global_step", "config", "fold", "plans", "mirror_axes")
 
 

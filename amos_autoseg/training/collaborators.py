@@ -6,6 +6,7 @@ The defaults import the real stages lazily: the network (``amos_autoseg.network`
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -15,6 +16,8 @@ from typing import Any
 from torch import nn
 
 from amos_autoseg.planning.plans import NetworkPlan
+
+log = logging.getLogger(__name__)
 
 BatchStream = Callable[[int, int], Iterable[Mapping[str, Any]]]
 
@@ -40,6 +43,8 @@ class StreamSpec:
         seg_interpolation: ``"linear"`` or ``"nearest"`` label sampling in the spatial transform.
         device: the training device (where ``augment_on="device"`` augments).
         mask_modalities: modalities whose augmented patches are zeroed outside the body.
+        previous_stage: a cascade stage's folder of previous-stage predictions (``None``: not a cascade).
+        previous_stage_labels: the labels those predictions add as one-hot channels.
     """
 
     folder: Path
@@ -58,6 +63,8 @@ class StreamSpec:
     seg_interpolation: str = "linear"
     device: str = "cpu"
     mask_modalities: tuple[str, ...] = ()
+    previous_stage: Path | None = None
+    previous_stage_labels: tuple[int, ...] = ()
 
 
 def _build_network(plan: NetworkPlan, in_channels: int, num_classes: int,
@@ -85,14 +92,21 @@ def _batch_stream(spec: StreamSpec) -> BatchStream:
     from amos_autoseg.data.batches import BatchSource
     from amos_autoseg.data.loader import BatchLoader
     from amos_autoseg.preprocessing.storage import open_case
+    from amos_autoseg.training.cascade import CascadeOpener
 
     augment = config_for(spec.patch_size, spec.mirror_axes, seg_interpolation=spec.seg_interpolation) \
         if spec.augment else None
     on_device = augment is not None and spec.augment_on == "device"
-    source = BatchSource(partial(open_case, spec.folder), spec.case_ids, spec.patch_size, spec.batch_size,
-                         spec.oversample_foreground, spec.seed, augment, rank=spec.rank,
-                         world_size=spec.world_size, augment_on="device" if on_device else "cpu",
-                         mask_modalities=spec.mask_modalities)
+    if on_device and spec.previous_stage is not None:
+        log.info("cascade stage: the previous stage's channels are augmented with the labels in the loader, so "
+                 "augmentation runs on the CPU")
+        on_device = False
+    opener = (partial(open_case, spec.folder) if spec.previous_stage is None
+              else CascadeOpener(spec.folder, spec.previous_stage))
+    source = BatchSource(opener, spec.case_ids, spec.patch_size, spec.batch_size, spec.oversample_foreground,
+                         spec.seed, augment, rank=spec.rank, world_size=spec.world_size,
+                         augment_on="device" if on_device else "cpu", mask_modalities=spec.mask_modalities,
+                         previous_stage_labels=spec.previous_stage_labels)
 
     def stream(start_step: int, num_steps: int) -> Iterable[Mapping[str, Any]]:
         loader = BatchLoader(source, start_step, num_steps, spec.workers, pin_memory=spec.pin_memory)

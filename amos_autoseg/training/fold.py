@@ -23,6 +23,7 @@ from amos_autoseg.runtime import checkpoint as ckpt
 from amos_autoseg.training import ddp, rng
 from amos_autoseg.runtime.precision import make_scaler, resolve_precision
 from amos_autoseg.training.collaborators import Collaborators, StreamSpec
+from amos_autoseg.training.inputs import fold_inputs
 from amos_autoseg.training.loop import LoopParts, LoopSettings, TrainState, run_training
 from amos_autoseg.training.loss import build_loss
 from amos_autoseg.training.metrics_log import EpochRecord, TrainingLog
@@ -66,7 +67,8 @@ def _train(opts: TrainOptions, collab: Collaborators, ctx: ddp.DistContext) -> F
     training = resolve_training(plans.training, opts)
     ddp.split_batch(cfg.batch_size, ctx.world_size, ctx.rank)  # refuses a global batch smaller than the job
     train_ids, val_ids = fold_cases(paths.splits, opts.fold)
-    folder = paths.require(paths.preprocessed(opts.config), f"run `amos-autoseg preprocess {opts.exp}` first")
+    inputs = fold_inputs(paths, plans, opts.config, training, train_ids + val_ids, str(opts.exp))
+    folder = inputs.folder
     fold_dir = paths.fold_dir(opts.config, opts.fold)
     resume_from = _checkpoint_to_resume(fold_dir, opts, plans)
     ddp.barrier(ctx)  # every rank has decided before rank 0 writes anything
@@ -74,8 +76,8 @@ def _train(opts: TrainOptions, collab: Collaborators, ctx: ddp.DistContext) -> F
     base = rng.derive_seed(training.seed, rng.fold_code(opts.fold))
     rng.set_determinism(ctx.device)
     rng.seed_everything(base)  # same initial weights on every rank
-    model = collab.build_network(cfg.network, collab.in_channels(folder, train_ids[0]), plans.num_classes,
-                                 deep_supervision=True).to(ctx.device)
+    channels = collab.in_channels(folder, train_ids[0]) + inputs.extra_channels
+    model = collab.build_network(cfg.network, channels, plans.num_classes, deep_supervision=True).to(ctx.device)
     optimizer = build_optimizer(model.parameters(), training.initial_lr, training.momentum, training.weight_decay)
     precision = resolve_precision(training.mixed_precision, ctx.device)
     scaler = make_scaler(precision)
@@ -98,23 +100,28 @@ def _train(opts: TrainOptions, collab: Collaborators, ctx: ddp.DistContext) -> F
 
     trained = _wrap(model, training, ctx)
     gather = ddp.all_gather_with_grad if ctx.distributed and cfg.batch_dice else None
-    loss_fn = build_loss(cfg.batch_dice, training.dice_weight, training.ce_weight, gather=gather)
+    loss_fn = build_loss(cfg.batch_dice, training.dice_weight, training.ce_weight, gather=gather,
+                         ignore_label=plans.ignore_label)
     step = StepParts(trained, loss_fn, optimizer, scaler, precision, training.grad_clip_norm, ctx.device)
 
     def stream(ids: list[str], stream_id: int, augment: bool, workers: int) -> Any:
         return collab.batch_stream(StreamSpec(
             folder, ids, list(cfg.patch_size), cfg.batch_size, training.oversample_foreground,
-            rng.derive_seed(base, stream_id), augment, list(training.mirror_axes), ctx.rank, ctx.world_size,
+            rng.derive_seed(base, stream_id), augment, inputs.mirror_axes, ctx.rank, ctx.world_size,
             workers, ctx.device.type == "cuda", augment_on, training.seg_interpolation, str(ctx.device),
-            tuple(m for m, n in plans.normalization.items() if n.use_mask) if training.mask_outside_body else ()))
+            inputs.masked_modalities if training.mask_outside_body else (), inputs.previous_stage,
+            inputs.previous_stage_labels))
 
     def save(state: TrainState, name: str) -> None:
-        payload = _payload(model, optimizer, scaler, state, opts, plans, training, train_log, base)
+        payload = _payload(model, optimizer, scaler, state, opts, plans, training, train_log, base,
+                           inputs.mirror_axes)
         ckpt.save_checkpoint(fold_dir / name, payload)
 
     def on_epoch_end(state: TrainState, record: EpochRecord) -> None:
         if ctx.is_main:
             save(state, ckpt.LATEST)
+            if train_log.is_best(record):
+                save(state, ckpt.BEST)
             train_log.write(fold_dir)
 
     start_epoch = state.epoch
@@ -142,7 +149,8 @@ def _train(opts: TrainOptions, collab: Collaborators, ctx: ddp.DistContext) -> F
         model.eval()
         metrics = collab.validate(model=model, plans=plans, config=opts.config, case_ids=val_ids,
                                   folder=folder, paths=paths, out_dir=fold_dir / "validation",
-                                  mirror_axes=list(training.mirror_axes), precision=precision, ctx=ctx)
+                                  mirror_axes=inputs.mirror_axes, precision=precision, ctx=ctx,
+                                  save_probabilities=opts.save_probabilities)
     return FoldResult(fold_dir, state.epoch, finished, metrics)
 
 
@@ -188,7 +196,7 @@ def _wrap(model: nn.Module, training: TrainingPlan, ctx: ddp.DistContext) -> nn.
 
 def _payload(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
              state: TrainState, opts: TrainOptions, plans: Plans, training: TrainingPlan, train_log: TrainingLog,
-             base_seed: int) -> dict[str, Any]:
+             base_seed: int, mirror_axes: list[int]) -> dict[str, Any]:
     from amos_autoseg.utils.dataclass_json import to_jsonable
 
     return {
@@ -201,7 +209,7 @@ def _payload(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.a
         "config": opts.config,
         "fold": str(opts.fold),
         "plans": plans.to_json(),
-        "mirror_axes": list(training.mirror_axes),
+        "mirror_axes": list(mirror_axes),
         "training": to_jsonable(training),
         "rng": {**rng.capture_rng_state(),
                 "data": {"base_seed": base_seed,

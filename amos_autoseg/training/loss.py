@@ -61,17 +61,22 @@ class SoftDiceLoss(nn.Module):
         self.include_background = include_background
         self.gather = gather
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Loss of ``logits`` (B, K, *spatial) against the label map ``target`` (B, 1, *spatial)."""
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss of ``logits`` (B, K, *spatial) against the label map ``target`` (B, 1, *spatial); voxels where
+        ``mask`` (B, 1, *spatial, bool) is False count for nothing (nnU-Net's ``loss_mask``)."""
         probs = torch.softmax(logits.float(), dim=1)
         axes = tuple(range(2, logits.ndim))
         with torch.no_grad():
             onehot = torch.zeros_like(probs).scatter_(1, target.long(), 1.0)
             if not self.include_background:
                 onehot = onehot[:, 1:]
+            if mask is not None:
+                onehot = onehot * mask
             sum_ref = onehot.sum(axes)
         if not self.include_background:
             probs = probs[:, 1:]
+        if mask is not None:
+            probs = probs * mask
         intersect = (probs * onehot).sum(axes)
         sum_pred = probs.sum(axes)
         if self.batch_dice:
@@ -84,20 +89,38 @@ class SoftDiceLoss(nn.Module):
 
 
 class DiceCELoss(nn.Module):
-    """``ce_weight * CE + dice_weight * SoftDice`` of one output."""
+    """``ce_weight * CE + dice_weight * SoftDice`` of one output.
 
-    def __init__(self, dice: SoftDiceLoss, dice_weight: float = 1.0, ce_weight: float = 1.0) -> None:
+    With an ``ignore_label`` (nnU-Net v2's sparse annotations) voxels carrying it are left out of both terms:
+    CE is averaged over the other voxels only (0 when a batch has none), Dice is computed with them masked out.
+    """
+
+    def __init__(self, dice: SoftDiceLoss, dice_weight: float = 1.0, ce_weight: float = 1.0,
+                 ignore_label: int | None = None) -> None:
         super().__init__()
         self.dice = dice
         self.dice_weight = dice_weight
         self.ce_weight = ce_weight
+        self.ignore_label = ignore_label
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.ignore_label is not None:
+            return self._masked(logits, target.long(), self.ignore_label)
         loss = logits.new_zeros((), dtype=torch.float32)
         if self.ce_weight:
             loss = loss + self.ce_weight * F.cross_entropy(logits.float(), target[:, 0].long())
         if self.dice_weight:
             loss = loss + self.dice_weight * self.dice(logits, target)
+        return loss
+
+    def _masked(self, logits: torch.Tensor, target: torch.Tensor, ignore: int) -> torch.Tensor:
+        mask = target != ignore
+        loss = logits.new_zeros((), dtype=torch.float32)
+        if self.ce_weight:  # a sum over the annotated voxels over their count: no host sync, 0 without any
+            ce = F.cross_entropy(logits.float(), target[:, 0], ignore_index=ignore, reduction="sum")
+            loss = loss + self.ce_weight * ce / mask.sum().clamp_min(1)
+        if self.dice_weight:
+            loss = loss + self.dice_weight * self.dice(logits, torch.where(mask, target, 0), mask)
         return loss
 
 
@@ -122,6 +145,8 @@ class DeepSupervisionLoss(nn.Module):
 
 
 def build_loss(batch_dice: bool, dice_weight: float, ce_weight: float,
-               gather: GatherFn | None = None) -> DeepSupervisionLoss:
-    """The recipe's loss for a configuration (``batch_dice`` from the plan, weights from ``TrainingPlan``)."""
-    return DeepSupervisionLoss(DiceCELoss(SoftDiceLoss(batch_dice, gather=gather), dice_weight, ce_weight))
+               gather: GatherFn | None = None, ignore_label: int | None = None) -> DeepSupervisionLoss:
+    """The recipe's loss for a configuration (``batch_dice`` from the plan, weights from ``TrainingPlan``, the
+    ignore label from the plan's labels)."""
+    return DeepSupervisionLoss(DiceCELoss(SoftDiceLoss(batch_dice, gather=gather), dice_weight, ce_weight,
+                                          ignore_label))

@@ -60,6 +60,14 @@ class TrainingLog:
         self.records.append(rec)
         return rec
 
+    def is_best(self, record: EpochRecord) -> bool:
+        """Whether ``record`` (the last one) has a higher EMA pseudo-Dice than every earlier epoch (nnU-Net's
+        rule for ``checkpoint_best``; the first finite EMA is a best)."""
+        if math.isnan(record.ema_fg_dice):
+            return False
+        earlier = [r.ema_fg_dice for r in self.records if r.epoch < record.epoch and not math.isnan(r.ema_fg_dice)]
+        return not earlier or record.ema_fg_dice > max(earlier)
+
     def state(self) -> dict[str, Any]:
         """Plain data for the checkpoint."""
         return {"records": [asdict(r) for r in self.records]}

@@ -1,4 +1,8 @@
-"""Online pseudo-Dice: global Dice per foreground class from TP/FP/FN summed over the validation patches."""
+"""Online pseudo-Dice: global Dice per foreground class from TP/FP/FN summed over the validation patches.
+
+Reference voxels labelled ``num_classes`` (nnU-Net's ignore label, the highest id, without an output channel) are
+not counted, as nnU-Net masks them in its validation step.
+"""
 from __future__ import annotations
 
 import torch
@@ -23,8 +27,10 @@ class PseudoDice:
             pred = logits.argmax(1).flatten()
             ref = target[:, 0].long().flatten()
             k = self.num_classes
-            # confusion counts via one bincount: index = ref * K + pred
-            cm = torch.bincount(ref.clamp(0, k - 1) * k + pred, minlength=k * k).reshape(k, k).double().cpu()
+            # confusion counts via one bincount: index = ref * K + pred; reference row K (the ignore label, which
+            # must be the highest id) is dropped, so unannotated voxels count for nothing
+            cm = torch.bincount(ref.clamp(0, k) * k + pred, minlength=(k + 1) * k)[: k * k].reshape(k, k)
+            cm = cm.double().cpu()
             tp = cm.diagonal()
             fp = cm.sum(0) - tp
             fn = cm.sum(1) - tp

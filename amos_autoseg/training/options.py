@@ -33,6 +33,7 @@ class TrainOptions:
         stop_after_epoch: end this process after that many completed epochs (time-limited jobs).
         validate: run the sliding-window validation of the fold's validation cases at the end.
         augment_on: override ``TrainingPlan.augment_on`` (``"auto"``, ``"cpu"``, ``"device"``) when not ``None``.
+        save_probabilities: the validation keeps each case's probabilities (``<case>.npz``) for ``find-best``.
     """
 
     exp: Path
@@ -51,6 +52,7 @@ class TrainOptions:
     stop_after_epoch: int | None = None
     validate: bool = True
     augment_on: str | None = None
+    save_probabilities: bool = True
 
 
 AUGMENT_ON = ("auto", "cpu", "device")

@@ -1,9 +1,14 @@
 """End of a fold: sliding-window prediction of the fold's validation cases, DSC and NSD, ``metrics.json``.
 
-Each validation case is read from the preprocessed folder, predicted tile by tile (Gaussian blending, step 0.5,
-mirroring over the training mirror axes, as nnU-Net's final validation), exported back to the original grid and
-scored against the reference label map of the data folder the plan was made from. Under DDP the cases are split
-over the ranks (``case_ids[rank::world]``); each rank writes the ``validation/<case>.nii.gz`` it predicted, and
+Each validation case is read from the preprocessed folder and goes through the same
+:class:`~amos_autoseg.inference.predictor.Predictor` as ``amos-autoseg predict`` (Gaussian blending, step 0.5,
+mirroring over the training mirror axes, as nnU-Net's final validation; 2-d configurations slice by slice), is
+exported back to the original grid and scored against the reference label map of the data folder the plan was
+made from (voxels of the ignore label left out). Per case it writes ``validation/<case>.nii.gz`` and, for
+``amos-autoseg find-best`` to ensemble configurations, ``validation/<case>.npz`` (``probabilities``, float16,
+classes first, as ``predict --save-probabilities``); a stage with a ``next_stage`` also writes the case's labels
+on the next stage's grid (:mod:`amos_autoseg.training.cascade`). A cascade stage's cases get the previous
+stage's predictions as extra channels. Under DDP the cases are split over the ranks (``case_ids[rank::world]``);
 rank 0 gathers the scores and writes ``validation/metrics.json`` (CONTRACT.md layout).
 """
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +28,7 @@ from amos_autoseg.errors import InputError
 from amos_autoseg.experiment import ExperimentPaths
 from amos_autoseg.planning.plans import Plans
 from amos_autoseg.runtime.precision import Precision
+from amos_autoseg.training import cascade
 from amos_autoseg.training.ddp import DistContext
 from amos_autoseg.utils import atomic
 
@@ -36,31 +43,6 @@ class Reference:
     labels: np.ndarray
     geometry: Any  # amos_autoseg.io.image.Geometry
     modality: str
-
-
-def network_predictor(model: nn.Module, precision: Precision) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Tiles -> float32 logits with the model in inference mode (deep supervision must be off)."""
-
-    def predict(x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), precision.autocast():
-            out = model(x)
-        if not isinstance(out, torch.Tensor):
-            raise TypeError("the model returned several outputs; switch deep supervision off first")
-        return out.float()
-
-    return predict
-
-
-def predict_case(model: nn.Module, image: torch.Tensor, patch_size: Sequence[int], mirror_axes: Sequence[int],
-                 precision: Precision, device: torch.device) -> torch.Tensor:
-    """Class probabilities (K, *spatial) of one preprocessed image (C, *spatial) on its preprocessed grid."""
-    from amos_autoseg.inference.sliding_window import sliding_window_inference
-    from amos_autoseg.inference.tta import mirrored
-
-    predictor = mirrored(network_predictor(model, precision), list(mirror_axes))
-    logits = sliding_window_inference(image, predictor, patch_size, step_size=0.5, gaussian=True,
-                                      compute_device=device, dtype=torch.float32, progress=False)
-    return torch.softmax(logits.float(), dim=0)
 
 
 def reference_reader(paths: ExperimentPaths) -> Callable[[str], Reference]:
@@ -85,59 +67,116 @@ def reference_reader(paths: ExperimentPaths) -> Callable[[str], Reference]:
     return read
 
 
-def _load_preprocessed(folder: Path, case_id: str) -> tuple[np.ndarray, Any]:
+def load_preprocessed(folder: Path, case_id: str) -> tuple[np.ndarray, Any]:
+    """A preprocessed case's image (C, *spatial) and properties."""
     from amos_autoseg.preprocessing.storage import open_case
 
     case = open_case(folder, case_id)
-    return np.asarray(case.data), case.properties
+    return np.array(case.data, dtype=np.float32), case.properties
+
+
+def load_with_previous_stage(previous: Path, foreground: Sequence[int], folder: Path,
+                             case_id: str) -> tuple[np.ndarray, Any]:
+    """A cascade stage's case: the preprocessed image with the previous stage's labels appended one-hot."""
+    data, props = load_preprocessed(folder, case_id)
+    labels = cascade.read_previous_stage(previous, case_id, data.shape[1:])
+    return cascade.with_previous_stage(data, labels, foreground), props
+
+
+def fold_predictor(model: nn.Module, plans: Plans, config: str, mirror_axes: Sequence[int], precision: Precision,
+                   device: torch.device) -> Any:
+    """The trained network as a one-member :class:`~amos_autoseg.inference.predictor.Predictor` (no copy)."""
+    from amos_autoseg.inference.predictor import Predictor
+
+    tiles = plans.configuration(config).batch_size if device.type == "cuda" else 1
+    return Predictor(plans=plans, config=config, models=[model], device=device, mirror_axes=tuple(mirror_axes),
+                     tile_batch_size=tiles, autocast_dtype=precision.dtype, folds=["training"])
+
+
+def _predict_preprocessed(predictor: Any, data: np.ndarray, props: Any, plans: Plans, config: str,
+                          with_probabilities: bool) -> tuple[np.ndarray, np.ndarray | None, torch.Tensor]:
+    """Labels and probabilities on the original grid, and the log-probabilities on the preprocessed grid."""
+    from amos_autoseg.inference.export import export_prediction
+
+    scores = predictor.predict_log_probabilities(data, progress=False)
+    labels, probs = export_prediction(scores, props, plans, config, with_probabilities=with_probabilities,
+                                      log_scores=True)
+    return labels, probs, scores
 
 
 def validate_fold(model: nn.Module, plans: Plans, config: str, case_ids: Sequence[str], folder: Path,
                   paths: ExperimentPaths, out_dir: Path, mirror_axes: Sequence[int], precision: Precision,
                   ctx: DistContext, tolerance_mm: float = NSD_TOLERANCE_MM,
-                  load_case: Callable[[Path, str], tuple[np.ndarray, Any]] = _load_preprocessed,
-                  reference: Callable[[str], Reference] | None = None) -> dict[str, Any] | None:
+                  load_case: Callable[[Path, str], tuple[np.ndarray, Any]] | None = None,
+                  reference: Callable[[str], Reference] | None = None,
+                  save_probabilities: bool = True) -> dict[str, Any] | None:
     """Predict and score the validation cases; returns the metrics (on rank 0; ``None`` elsewhere).
 
     Args:
-        model: the bare network, deep supervision off.
+        model: the bare network, deep supervision off, in eval mode.
         plans, config: the plan and configuration trained.
         case_ids: the fold's validation cases.
         folder: preprocessed data of the configuration.
-        paths: experiment paths (for ``dataset_ref.json``).
+        paths: experiment paths (for ``dataset_ref.json`` and the cascade's folders).
         out_dir: ``EXP/<config>/fold_<k>/validation``.
-        mirror_axes: test-time mirroring axes (empty: none).
+        mirror_axes: test-time mirroring axes of the configuration's patch (empty: none).
         precision: autocast settings of the run.
         ctx: distributed context; cases are split over ranks.
         tolerance_mm: NSD tolerance.
-        load_case: (folder, case id) -> (preprocessed image (C, *spatial), export properties).
+        load_case: (folder, case id) -> (network input (C, *spatial), export properties); default the
+            preprocessed image, plus the previous stage's one-hot labels for a cascade stage.
         reference: case id -> :class:`Reference`; default reads the plan's data folder.
+        save_probabilities: also write ``<case>.npz`` (what ``find-best`` ensembles).
     """
-    from amos_autoseg.evaluation.metrics import aggregate, evaluate_case
-    from amos_autoseg.inference.export import export_labels
+    from amos_autoseg.evaluation.metrics import evaluate_case
     from amos_autoseg.io.image import write_image
 
     if not case_ids:
         log.warning("fold has no validation cases; no metrics.json written")
         return None
     read_ref = reference or reference_reader(paths)
-    cfg = plans.configuration(config)
-    fg_labels = sorted(k for k in plans.labels if k != 0)
+    load = load_case or default_loader(paths, plans, config)
+    predictor = fold_predictor(model, plans, config, mirror_axes, precision, ctx.device)
+    next_stage = plans.configuration(config).next_stage
+    fg_labels = plans.foreground_labels
     per_case: dict[str, Any] = {}
     for case_id in list(case_ids)[ctx.rank::ctx.world_size]:
-        data, props = load_case(folder, case_id)
-        probs = predict_case(model, torch.from_numpy(np.array(data, dtype=np.float32)),
-                             cfg.patch_size, mirror_axes, precision, ctx.device)
-        pred = export_labels(probs, props, plans, config)
+        data, props = load(folder, case_id)
+        pred, probs, scores = _predict_preprocessed(predictor, data, props, plans, config, save_probabilities)
+        if next_stage is not None:
+            cascade.write_next_stage(cascade.next_stage_dir(paths, config, next_stage), case_id,
+                                     cascade.next_stage_labels(scores, props, plans, config, next_stage))
+        del scores, data
         ref = read_ref(case_id)
         if pred.shape != ref.labels.shape:
             raise InputError(folder / case_id, f"prediction shape {pred.shape} differs from the reference "
                                                f"{ref.labels.shape}; re-run preprocess")
+        if probs is not None:
+            with atomic.atomic_path(out_dir / f"{case_id}.npz", suffix=".npz") as tmp:
+                np.savez_compressed(tmp, probabilities=probs)
+            del probs
         write_image(pred, ref.geometry, out_dir / f"{case_id}.nii.gz")
-        scores = evaluate_case(pred, ref.labels, ref.geometry.spacing, fg_labels, tolerance_mm)
+        scores_case = evaluate_case(pred, ref.labels, ref.geometry.spacing, fg_labels, tolerance_mm,
+                                    ignore_label=plans.ignore_label)
         per_case[case_id] = {"modality": ref.modality,
-                             "labels": {str(k): v for k, v in sorted(scores.items())}}
-        log.info("validation %s: mean DSC %.4f", case_id, float(np.mean([v["dsc"] for v in scores.values()])))
+                             "labels": {str(k): v for k, v in sorted(scores_case.items())}}
+        log.info("validation %s: mean DSC %.4f", case_id,
+                 float(np.mean([v["dsc"] for v in scores_case.values()])))
+    return _gather_and_write(per_case, fg_labels, tolerance_mm, out_dir, ctx)
+
+
+def default_loader(paths: ExperimentPaths, plans: Plans, config: str) -> Callable[[Path, str], tuple[np.ndarray, Any]]:
+    """The preprocessed image, plus the previous stage's one-hot labels for a cascade stage."""
+    previous = cascade.previous_stage_dir(paths, plans, config)
+    if previous is None:
+        return load_preprocessed
+    return partial(load_with_previous_stage, previous, plans.foreground_labels)
+
+
+def _gather_and_write(per_case: dict[str, Any], fg_labels: Sequence[int], tolerance_mm: float, out_dir: Path,
+                      ctx: DistContext) -> dict[str, Any] | None:
+    from amos_autoseg.evaluation.metrics import aggregate
+
     if ctx.distributed:
         import torch.distributed as dist
 
