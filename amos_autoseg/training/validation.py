@@ -113,7 +113,9 @@ def validate_fold(model: nn.Module, plans: Plans, config: str, case_ids: Sequenc
         load_case: (folder, case id) -> (preprocessed image (C, *spatial), export properties).
         reference: case id -> :class:`Reference`; default reads the plan's data folder.
     """
-    from amos_autoseg.evaluation.metrics import aggregate, evaluate_case
+    from amos_autoseg.evaluation.aggregate import aggregate, case_mean
+    from amos_autoseg.evaluation.metrics import evaluate_case_detailed
+    from amos_autoseg.evaluation.report import percent, summary_lines
     from amos_autoseg.inference.export import export_labels
     from amos_autoseg.io.image import write_image
 
@@ -134,10 +136,11 @@ def validate_fold(model: nn.Module, plans: Plans, config: str, case_ids: Sequenc
             raise InputError(folder / case_id, f"prediction shape {pred.shape} differs from the reference "
                                                f"{ref.labels.shape}; re-run preprocess")
         write_image(pred, ref.geometry, out_dir / f"{case_id}.nii.gz")
-        scores = evaluate_case(pred, ref.labels, ref.geometry.spacing, fg_labels, tolerance_mm)
+        scores, presence = evaluate_case_detailed(pred, ref.labels, ref.geometry.spacing, fg_labels, tolerance_mm)
         per_case[case_id] = {"modality": ref.modality,
-                             "labels": {str(k): v for k, v in sorted(scores.items())}}
-        log.info("validation %s: mean DSC %.4f", case_id, float(np.mean([v["dsc"] for v in scores.values()])))
+                             "labels": {str(k): v for k, v in sorted(scores.items())}, **presence}
+        log.info("validation %s: mean DSC %s %% over the %d organ(s) of its reference", case_id,
+                 percent(case_mean(per_case[case_id])), len(presence["ref_labels"]))
     if ctx.distributed:
         import torch.distributed as dist
 
@@ -148,6 +151,7 @@ def validate_fold(model: nn.Module, plans: Plans, config: str, case_ids: Sequenc
         return None
     metrics = aggregate(per_case, fg_labels, tolerance_mm)
     atomic.write_json(out_dir / "metrics.json", metrics)
-    log.info("validation of %d cases: mean DSC %.4f, NSD %.4f -> %s", len(per_case), metrics["mean"]["dsc"],
-             metrics["mean"]["nsd"], out_dir / "metrics.json")
+    for line in summary_lines(metrics):
+        log.info("validation %s", line.strip())
+    log.info("validation metrics: %s", out_dir / "metrics.json")
     return metrics
