@@ -118,3 +118,51 @@ def test_a_killed_stage_takes_its_pool_workers_with_it(tmp_path):
 def _slow_square(x: int) -> int:
     time.sleep(5)
     return x * x
+
+
+def test_the_rendered_training_job_stops_on_sigterm_and_requeues_itself(trained, tmp_path):
+    """04_train_fold1.sbatch run by bash as SLURM runs it: SIGTERM to the batch shell (``--signal=B:TERM``) stops
+    the training at a step with a checkpoint and calls ``scontrol requeue``; the requeued run finishes."""
+    import shlex
+
+    from amos_autoseg.cli.main import main
+    from amos_autoseg.runtime.checkpoint import FINAL, LATEST, load_checkpoint
+    from reliability_helpers import CHILD
+
+    exp = copy_exp(trained["exp"], tmp_path / "exp")
+    runner = tmp_path / "runner.py"  # spawned workers re-import it: the CLI runs only as __main__
+    runner.write_text(f"if __name__ == '__main__':\n    exec({CHILD!r})\n")
+    assert main(["cluster", "slurm", str(exp), "--data", str(trained["data"]), "--out", str(tmp_path / "slurm"),
+                 "--command", f"{shlex.quote(sys.executable)} {shlex.quote(str(runner))}", "--folds", "1",
+                 "--gpus-per-node", "0", "--cpus", "train=2",
+                 "--train-args=--epochs 1 --iters-per-epoch 5 --val-iters 1 --no-validation"]) == 0
+    script = tmp_path / "slurm" / "04_train_fold1.sbatch"
+    assert "#SBATCH --signal=B:TERM@300" in script.read_text() and "#SBATCH --requeue" in script.read_text()
+    bin_dir = tmp_path / "bin"  # a stand-in scontrol that records its arguments
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'scontrol.log'}\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    env = {**child_env("torch.optim:SGD.step:0.4"), "PATH": f"{bin_dir}:{os.environ['PATH']}",
+           "SLURM_JOB_ID": "777"}
+    fold = exp / "3d_fullres" / "fold_1"
+    job = subprocess.Popen(["bash", str(script)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        # python, its 2 + 1 loader workers and the resource tracker: the training loop is starting
+        _descendants_when(job, 5)
+        time.sleep(1.5)
+        job.send_signal(signal.SIGTERM)  # to the batch shell only, as --signal=B:TERM does
+        assert job.wait(60) == 0
+        log = job.stdout.read()
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "777"], log
+    assert "stopped by SIGTERM in epoch 1 after step" in log and "requeueing job 777" in log
+    assert 0 < len(load_checkpoint(fold / LATEST)["partial_epoch"]["losses"]) < 5
+    again = subprocess.run(["bash", str(script)], env=env, cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert load_checkpoint(fold / FINAL)["global_step"] == 5
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "777"]  # a finished run is not requeued
