@@ -40,24 +40,25 @@ AMOS_SHORT_NAMES: dict[int, str] = {
     15: "prostate_uterus",
 }
 
-# One fixed RGB colour per organ (0-255), shared by previews and reports. Neighbouring organs get far-apart hues
-# (liver brown, kidneys orange, aorta red, IVC blue): the closest pair differs by a CIEDE2000 distance of 12.6.
+# One fixed RGB colour per organ (0-255), shared by previews and reports, chosen so that every pair differs by a
+# CIEDE2000 distance of at least 16 (liver against aorta is the closest), and organs that touch still differ by at
+# least 10 once drawn as 30 % fills over grey CT.
 AMOS_COLORS: dict[int, tuple[int, int, int]] = {
     1: (148, 103, 189),  # spleen: purple
     2: (255, 127, 14),  # right kidney: orange
-    3: (255, 187, 120),  # left kidney: light orange
-    4: (44, 160, 44),  # gallbladder: green
+    3: (44, 160, 44),  # left kidney: green
+    4: (255, 250, 200),  # gallbladder: cream
     5: (23, 190, 207),  # esophagus: cyan
     6: (140, 86, 75),  # liver: brown
-    7: (255, 152, 150),  # stomach: salmon
+    7: (128, 128, 0),  # stomach: olive
     8: (214, 39, 40),  # aorta: red
     9: (31, 119, 180),  # inferior vena cava: blue
-    10: (255, 221, 51),  # pancreas: yellow
-    11: (188, 189, 34),  # right adrenal: olive
-    12: (152, 223, 138),  # left adrenal: light green
-    13: (227, 119, 194),  # duodenum: magenta
-    14: (174, 199, 232),  # bladder: light blue
-    15: (247, 182, 210),  # prostate/uterus: light pink
+    10: (0, 128, 128),  # pancreas: teal
+    11: (188, 189, 34),  # right adrenal: yellow-green
+    12: (174, 199, 232),  # left adrenal: light blue
+    13: (152, 223, 138),  # duodenum: light green
+    14: (196, 156, 148),  # bladder: rose grey
+    15: (227, 119, 194),  # prostate/uterus: magenta
 }
 
 # Left/right organ pairs (patient left/right), used by post-processing.

@@ -86,16 +86,29 @@ def test_the_preview_header_gives_the_case_mean_report_md_gives(tmp_path):
     assert np.mean([mosaic.dsc[k] for k in (1, 3, 6)]) == pytest.approx(mean)
 
 
+# organs that touch (AMOS ids): their colours must differ most, also as 30 % fills over grey
+NEIGHBOURS = [(1, 7), (1, 3), (1, 10), (1, 12), (2, 6), (2, 11), (2, 13), (2, 9), (3, 12), (3, 10), (3, 8), (4, 6),
+              (4, 13), (5, 7), (5, 8), (5, 6), (6, 7), (6, 9), (6, 11), (6, 13), (7, 10), (8, 9), (8, 12), (8, 10),
+              (9, 11), (9, 13), (9, 10), (10, 13), (14, 15), (11, 12)]
+
+
 def test_organ_colours_are_far_apart():
     from skimage.color import deltaE_ciede2000, rgb2lab
 
     from amos_autoseg.labels import AMOS_COLORS
 
-    lab = {k: rgb2lab(np.array(c, float)[None, None] / 255.0)[0, 0] for k, c in AMOS_COLORS.items()}
-    distance = {(a, b): float(deltaE_ciede2000(lab[a], lab[b])) for a, b in itertools.combinations(lab, 2)}
-    assert min(distance.values()) > 12.0
-    for pair in ((2, 6), (3, 6), (6, 8), (2, 8), (2, 3)):  # liver, kidneys and aorta
-        assert distance[pair] > 15.0, pair
+    def lab(rgb) -> np.ndarray:
+        return rgb2lab(np.asarray(rgb, float)[None, None] / 255.0)[0, 0]
+
+    def fill(rgb, grey: float) -> np.ndarray:  # a 30 % fill over a grey pixel, as previews draw organs
+        return lab(0.3 * np.asarray(rgb, float) + 0.7 * grey)
+
+    colours = {k: lab(c) for k, c in AMOS_COLORS.items()}
+    distance = {(a, b): float(deltaE_ciede2000(colours[a], colours[b])) for a, b in itertools.combinations(colours, 2)}
+    assert min(distance.values()) > 16.0  # the old palette had liver, kidneys and aorta within 7.7
+    for a, b in NEIGHBOURS:
+        for grey in (90.0, 160.0):
+            assert deltaE_ciede2000(fill(AMOS_COLORS[a], grey), fill(AMOS_COLORS[b], grey)) > 10.0, (a, b, grey)
 
 
 def test_help_shows_each_default_once_and_only_where_it_says_something(capsys):
