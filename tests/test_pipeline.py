@@ -62,12 +62,12 @@ def test_metrics_table_lists_every_label_and_modality():
     lines = metrics_table(metrics, {1: "spleen", 6: "liver"}).splitlines()
     assert lines[0].split() == ["organ", "(%)", "DSC", "NSD", "CT", "DSC", "CT", "NSD"]  # percent, as every report
     assert lines[2].split() == ["spleen", "50.0", "25.0", "50.0", "25.0"]
-    assert lines[3].split() == ["liver", "100.0", "75.0", "–", "–"]
+    assert lines[3].split() == ["liver", "100.0", "75.0", "n/a", "n/a"]
     assert lines[-1].split() == ["mean", "75.0", "50.0", "75.0", "50.0"]
     metrics["per_label"]["15"] = {"dsc": None, "nsd": None}  # no reference holds it: no mean, shown as such
     metrics["case_labels"] = {"in_reference": 3, "absent_both": 4, "predicted_only": 0}
     lines = metrics_table(metrics, {1: "spleen", 6: "liver", 15: "prostate_uterus"}).splitlines()
-    assert lines[4].split() == ["prostate_uterus", "–", "–", "–", "–"]
+    assert lines[4].split() == ["prostate_uterus", "n/a", "n/a", "n/a", "n/a"]
     assert lines[-1].endswith("case-labels not counted: 4 absent from both")
 
 

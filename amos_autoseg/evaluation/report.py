@@ -49,13 +49,14 @@ def hardest_first(metrics: Mapping[str, Any]) -> list[str]:
     return sorted(per_label, key=key)
 
 
-def percent(value: float | None, digits: int = 2) -> str:
-    """A score in [0, 1] as a percentage without the sign (``0.8731`` -> ``"87.31"``); ``"–"`` for no value.
+def percent(value: float | None, digits: int = 2, missing: str = "n/a") -> str:
+    """A score in [0, 1] as a percentage without the sign (``0.8731`` -> ``"87.31"``); ``missing`` for no value
+    (plain ASCII by default: console lines must survive any locale).
 
     Every score a person reads (console, report.md, report.png, previews, benchmark) is in percent; metrics.json
     and metrics.csv keep fractions.
     """
-    return "–" if value is None or math.isnan(value) else f"{100.0 * value:.{digits}f}"
+    return missing if value is None or math.isnan(value) else f"{100.0 * value:.{digits}f}"
 
 
 def absent_text(metrics: Mapping[str, Any], group: str | None = None) -> str:
@@ -143,9 +144,10 @@ def _means_table(metrics: Mapping[str, Any], mods: list[str]) -> list[str]:
              for m in mods]
     lines = [head, rule]
     for group, n, mean, cmean in rows:
-        line = f"| {group} | {n} | {percent(mean['dsc'])} | {percent(mean['nsd'])} | {absent_text(metrics, group)} |"
+        line = (f"| {group} | {n} | {percent(mean['dsc'], missing='–')} | {percent(mean['nsd'], missing='–')} | "
+                f"{absent_text(metrics, group)} |")
         if cmean is not None:
-            line += f" {percent(cmean['dsc'])} | {percent(cmean['nsd'])} |"
+            line += f" {percent(cmean['dsc'], missing='–')} | {percent(cmean['nsd'], missing='–')} |"
         lines.append(line)
     return lines
 
@@ -182,8 +184,8 @@ def markdown_text(metrics: Mapping[str, Any], png_name: str = "report.png") -> s
               "`in ref`: cases whose reference holds the organ, the cases its means are over (–: none).", "",
               head, "|---|---:|---:|---:|" + "---:|" * (2 * len(groups))]
     for label in hardest_first(metrics):
-        cells = " | ".join(f"{percent(_score(metrics, g, label, 'dsc'))} | {percent(_score(metrics, g, label, 'nsd'))}"
-                           for g in groups)
+        cells = " | ".join(f"{percent(_score(metrics, g, label, m), missing='–')}" for g in groups
+                           for m in ("dsc", "nsd"))
         lines.append(f"| {label_name(metrics, label)} | {label} | {tolerance_text(metrics, label)} | "
                      f"{_in_ref_text(metrics, label)} | {cells} |")
     lines += ["", "## Lowest cases (mean DSC over the organs their reference holds)", "",
@@ -191,7 +193,7 @@ def markdown_text(metrics: Mapping[str, Any], png_name: str = "report.png") -> s
     for case, mean in lowest_cases(metrics, 5):
         entry = metrics["per_case"][case]
         held = len(entry["ref_labels"]) if "ref_labels" in entry else len(entry["labels"])
-        lines.append(f"| {case} | {entry['modality']} | {percent(mean)} | {held} |")
+        lines.append(f"| {case} | {entry['modality']} | {percent(mean, missing='–')} | {held} |")
     lines += ["", f"![DSC and NSD per organ and modality]({png_name})", "",
               "DSC: volumetric Dice. NSD: normalized surface Dice, the surfel algorithm of DeepMind's "
               "`surface-distance`, with the reference image's voxel spacing. Per case and organ (`metrics.csv`, "

@@ -215,7 +215,7 @@ def unlisted_images(root: Path, cases: list[Case]) -> dict[str, list[str]]:
     from amos_autoseg.io.image import is_image_file
 
     listed = {Path(p) for c in cases for p in c.images}
-    folders = sorted({p.parent for p in listed} | {root / f for f in _IMAGE_FOLDERS if (root / f).is_dir()})
+    folders = sorted(f for f in {p.parent for p in listed} | {root / f for f in _IMAGE_FOLDERS} if f.is_dir())
     out: dict[str, list[str]] = {}
     for folder in folders:
         extra = sorted(p.name for p in folder.iterdir()

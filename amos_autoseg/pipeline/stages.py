@@ -74,7 +74,7 @@ def metrics_table(metrics: dict[str, Any], label_names: dict[int, str]) -> str:
 
     def pair(row: dict[str, Any] | None, width: int) -> str:
         if not row:
-            return f"{'–':>{width}}{'–':>{width}}"
+            return f"{'n/a':>{width}}{'n/a':>{width}}"
         return f"{percent(row['dsc'], 1):>{width}}{percent(row['nsd'], 1):>{width}}"
 
     head = f"{'organ (%)':<22}{'DSC':>7}{'NSD':>7}" + "".join(f"{m + ' DSC':>10}{m + ' NSD':>10}" for m in modalities)

@@ -145,8 +145,9 @@ def render_case(files: CaseFiles, modality: str | None = None, style: str = "bot
         pred_legend = [LegendRow(k, f"DSC {percent(v, 1)} %" if k in ref_vol else "not in reference")
                        for k, v in sorted(dsc.items())]
         ref_legend = [LegendRow(k, _ml(ref_vol.get(k))) for k in sorted(dsc)]
-        head = (f"{files.case_id} prediction | mean DSC {percent(mean, 1)} % over {len(in_ref)} organ(s) of the "
-                f"reference | {info}")
+        score = f"mean DSC {percent(mean, 1)} % over {len(in_ref)} organ(s) of the reference" if in_ref \
+            else "no organ in the reference"
+        head = f"{files.case_id} prediction | {score} | {info}"
         for name, labels, legend, text in (
             ("prediction", seg, pred_legend, head),
             ("reference", ref, ref_legend, f"{files.case_id} reference | {files.ref.name}"),  # type: ignore[union-attr]

@@ -175,7 +175,7 @@ def run_epoch(parts: LoopParts, settings: LoopSettings, state: TrainState, train
 
 
 def _pct(value: float) -> str:
-    return "–" if math.isnan(value) else f"{100.0 * value:.1f}"
+    return "n/a" if math.isnan(value) else f"{100.0 * value:.1f}"
 
 
 def _steps_done(state: TrainState) -> int:
