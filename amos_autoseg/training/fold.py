@@ -87,6 +87,9 @@ def _train(opts: TrainOptions, collab: Collaborators, ctx: ddp.DistContext) -> F
     if state.epoch > training.epochs:
         raise UsageError(f"{fold_dir / ckpt.LATEST}: already {state.epoch} epochs, more than --epochs "
                          f"{training.epochs}")
+    if state.partial is not None and len(state.partial.losses) > training.iterations_per_epoch:
+        raise UsageError(f"{fold_dir / ckpt.LATEST}: stopped after step {len(state.partial.losses)} of its epoch, "
+                         f"more than --iters-per-epoch {training.iterations_per_epoch}")
 
     if ctx.is_main:
         fold_dir.mkdir(parents=True, exist_ok=True)
