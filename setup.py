@@ -41,6 +41,8 @@ setup(
     # No "dicom" extra: SimpleITK (GDCM) reads DICOM series, so nothing more is needed for them.
     extras_require={
         "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "surface-distance>=0.1", "jsonschema>=4"],
+        # TensorBoard event files of training runs (EXP/<config>/fold_<k>/tensorboard/), beside log.csv
+        "tensorboard": ["tensorboard>=2.10"],
     },
     entry_points={"console_scripts": ["amos-autoseg=amos_autoseg.cli.main:console"]},
     classifiers=[

@@ -210,8 +210,8 @@ class Predictor:
 
     @property
     def labels(self) -> dict[int, str]:
-        """Label id -> organ name of the predictions."""
-        return dict(self.core.plans.labels)
+        """Label id -> organ name of the predictions, in id order (0, 1, 2, ..., 10, ...)."""
+        return dict(sorted(self.core.plans.labels.items()))
 
     def predict(self, image: Any, spacing: Sequence[float] | None = None, origin: Sequence[float] | None = None,
                 direction: Sequence[float] | None = None, modality: str | None = None, phase: str = "unknown",

@@ -84,7 +84,7 @@ def test_extra_arguments_and_paths_are_quoted(tmp_path: Path) -> None:
                   str(tmp_path / "my meta.csv"), "--preset", "resenc-m", "--gpu-memory-gb", "24")
     train, predict, plan = ((out / n).read_text() for n in ("04_train_fold2.sbatch", "05_predict.sbatch",
                                                             "02_plan.sbatch"))
-    assert train.rstrip().endswith("--epochs 500 --seed 7")
+    assert next(x for x in train.splitlines() if " train " in x).endswith("--epochs 500 --seed 7 &")
     assert "--no-tta" in predict and f"--meta '{tmp_path / 'my meta.csv'}'" in predict
     assert "--preset resenc-m --gpu-memory-gb 24" in plan
     line = next(x for x in plan.splitlines() if " plan " in x)

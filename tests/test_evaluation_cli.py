@@ -67,7 +67,16 @@ def test_evaluate_writes_contract_metrics_csv_and_report(folders, tmp_path):
     assert 0.0 < metrics["per_label"]["6"]["nsd"] < 1.0
     ct = [metrics["per_case"][c]["labels"]["1"]["dsc"] for c in ("amos_0004", "amos_0017")]
     assert metrics["per_modality_label"]["CT"]["1"]["dsc"] == pytest.approx(np.mean(ct))
-    assert metrics["mean"]["dsc"] == pytest.approx(np.mean([v["dsc"] for v in metrics["per_label"].values()]))
+    # headline means: over the labels some reference holds (1, 2, 6, 11), each over the cases holding it
+    assert {k for k, v in metrics["per_label"].items() if v["dsc"] is not None} == {"1", "2", "6", "11"}
+    assert metrics["per_label"]["12"] == {"dsc": None, "nsd": None}  # only predicted: no headline mean
+    assert metrics["mean"]["dsc"] == pytest.approx(np.mean([metrics["per_label"][k]["dsc"]
+                                                            for k in ("1", "2", "6", "11")]))
+    conv = metrics["amos_convention"]  # every case-label counted, absent from both as 1
+    assert conv["per_label"]["15"] == {"dsc": 1.0, "nsd": 1.0} and conv["per_label"]["12"]["dsc"] == 0.0
+    assert conv["mean"]["dsc"] == pytest.approx(np.mean([v["dsc"] for v in conv["per_label"].values()]))
+    assert metrics["case_labels"] == {**metrics["case_labels"], "in_reference": 12, "absent_both": 30,
+                                      "predicted_only": 3}
 
     rows = list(csv.DictReader((out.parent / "metrics.csv").open()))
     assert len(rows) == 3 * 15
@@ -87,7 +96,9 @@ def test_evaluate_writes_contract_metrics_csv_and_report(folders, tmp_path):
     order = [int(ln.split("|")[2]) for ln in organ_rows]
     dsc = {int(k): v["dsc"] for k, v in metrics["per_label"].items()}
     assert sorted(order) == list(range(1, 16))
-    assert [dsc[k] for k in order] == sorted(dsc[k] for k in order)  # hardest organ first
+    scored = [k for k in order if dsc[k] is not None]
+    assert order[:len(scored)] == scored  # organs no reference holds come last
+    assert [dsc[k] for k in scored] == sorted(dsc[k] for k in scored)  # hardest organ first
     assert "report.png" in report
     assert (out.parent / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".tmp-")]

@@ -84,13 +84,15 @@ def test_shards_split_the_inputs(experiment, images, tmp_path):
     assert len(list(out.iterdir())) == 3
 
 
-def test_dicom_series_input_needs_a_modality(experiment, tmp_path, capsys):
+def test_dicom_series_is_routed_by_its_modality_tag(experiment, tmp_path, capsys):
     image, _ = phantom(shape=(6, 20, 18))
-    series = write_dicom_series(tmp_path / "patient_x", image, (3.0, 0.9, 0.9))
+    series = write_dicom_series(tmp_path / "patient_x", image, (3.0, 0.9, 0.9))  # Modality (0008,0060) CT
     out = tmp_path / "out"
-    assert predict(experiment, "--input", series, "--output", out, "--no-tta") == 2
-    assert "--modality" in capsys.readouterr().err
-    assert predict(experiment, "--input", series, "--output", out, "--no-tta", "--modality", "CT") == 0
+    assert predict(experiment, "--input", series, "--output", out, "--no-tta", "--modality", "MRI") == 2
+    err = capsys.readouterr().err
+    assert f"{series}: --modality MRI contradicts what its DICOM Modality tag (CT) says CT" in err
+    assert not out.exists()
+    assert predict(experiment, "--input", series, "--output", out, "--no-tta") == 0  # no flag needed
     labels, geometry = read_label(out / "patient_x.nii.gz")
     # NIfTI stores spacing in float32: 0.9 mm comes back as 0.8999999762, the format's precision
     assert read_header(series).mismatch(geometry, rtol=1e-6, atol_mm=1e-5) is None and labels.shape == image.shape

@@ -6,15 +6,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amos_autoseg.errors import InputError, UsageError
+from amos_autoseg.errors import InputError, InputErrors
 from amos_autoseg.inference import inputs
 from amos_autoseg.utils.shard import Shard
 from tests.conftest import oblique_direction, write_nifti
 
 
 def write_dicom_series(folder: Path, array: np.ndarray, spacing_zyx=(2.0, 0.8, 0.8),
-                       origin=(-20.0, 10.0, 5.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)) -> Path:
-    """Write ``array`` (z, y, x) int16 as a CT DICOM series, one file per slice."""
+                       origin=(-20.0, 10.0, 5.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1), modality: str = "CT") -> Path:
+    """Write ``array`` (z, y, x) int16 as a DICOM series (Modality tag ``modality``), one file per slice."""
     import SimpleITK as sitk
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -29,7 +29,7 @@ def write_dicom_series(folder: Path, array: np.ndarray, spacing_zyx=(2.0, 0.8, 0
     orientation = "\\".join(str(v) for v in (d[0], d[3], d[6], d[1], d[4], d[7]))
     for z in range(img.GetDepth()):
         sl = img[:, :, z]
-        for tag, value in [("0008|0060", "CT"), ("0020|000e", series_uid), ("0020|000d", series_uid + ".0"),
+        for tag, value in [("0008|0060", modality), ("0020|000e", series_uid), ("0020|000d", series_uid + ".0"),
                            ("0020|0037", orientation), ("0020|0013", str(z + 1)),
                            ("0020|0032", "\\".join(str(v) for v in img.TransformIndexToPhysicalPoint((0, 0, z)))),
                            ("0008|0018", f"{series_uid}.{z + 1}"), ("0028|1053", "1"), ("0028|1052", "0")]:
@@ -83,12 +83,49 @@ def test_dicom_series_folder_and_folder_of_series(tmp_path):
 
 def test_modality_routing(tmp_path):
     found = [("amos_0001", Path("a")), ("amos_0507", Path("b")), ("scan", Path("c"))]
-    with pytest.raises(UsageError, match="--modality"):
+    with pytest.raises(InputErrors, match="--modality") as unknown:
         inputs.route(found)
-    cases = inputs.route(found, modality="MRI")
-    assert [c.modality for c in cases] == ["CT", "MRI", "MRI"]  # the AMOS rule wins over the flag
-    cases = inputs.route(found, modality="CT", meta={"scan": ("MRI", "T2"), "1": ("MRI", None)})
-    assert [(c.modality, c.phase) for c in cases] == [("MRI", "unknown"), ("MRI", "unknown"), ("MRI", "T2")]
+    assert [p.path for p in unknown.value.problems] == ["c"]  # one problem, naming the case that lacks it
+    cases = inputs.route(found[2:], modality="MRI")
+    assert [(c.modality, c.source) for c in cases] == [("MRI", "--modality")]
+    # an explicit flag is never silently overridden: against an AMOS id it is a problem of that case
+    cases, problems = inputs.route_cases(found, modality="MRI")
+    assert [c.modality for c in cases] == ["MRI", "MRI"] and [p.path for p in problems] == ["a"]
+    assert "--modality MRI contradicts what its AMOS id says CT" in str(problems[0])
+    # the --meta row settles any case, the id rule the others
+    cases = inputs.route(found, modality="CT", meta={"scan": ("MRI", "T2"), "1": ("MRI", None), "507": ("CT", None)})
+    assert [(c.modality, c.phase) for c in cases] == [("MRI", "unknown"), ("CT", "unknown"), ("MRI", "T2")]
+    # a one-modality model needs no flag; a case it was not trained on is refused; guessing only when asked
+    cases, problems = inputs.route_cases(found, model_modalities=["CT"])
+    assert [(c.case_id, c.modality) for c in cases] == [("amos_0001", "CT"), ("scan", "CT")]
+    assert "the model was trained on CT only" in str(problems[0]) and problems[0].path == "b"
+    cases = inputs.route(found, guess=True)
+    assert [c.modality for c in cases] == ["CT", "MRI", None] and "intensities" in cases[2].source
+
+
+def test_dicom_modality_tag_routes_a_series(tmp_path):
+    from amos_autoseg.io.modality import dicom_modality
+
+    arr = (np.arange(3 * 6 * 5).reshape(3, 6, 5) % 50).astype(np.int16)
+    series = write_dicom_series(tmp_path / "patient_a", arr)
+    assert dicom_modality(series) == ("CT", "CT")
+    assert dicom_modality(tmp_path / "nowhere") == (None, None)
+    [case] = inputs.route([("patient_a", series)])
+    assert (case.modality, case.source) == ("CT", "its DICOM Modality tag (CT)")
+    with pytest.raises(InputErrors, match="contradicts what its DICOM Modality tag"):
+        inputs.route([("patient_a", series)], modality="MRI")
+    [case] = inputs.route([("patient_a", series)], modality="MRI", meta={"patient_a": ("MRI", None)})
+    assert case.modality == "MRI"  # the --meta row is the user's word on this very case
+
+
+def test_intensity_guess_says_why():
+    from amos_autoseg.io.modality import guess_from_intensities
+
+    ct = np.concatenate([np.full(100, -1000.0), np.random.default_rng(0).normal(40, 30, 900)])
+    assert guess_from_intensities(ct)[0] == "CT" and "10.0 %" in guess_from_intensities(ct)[1]
+    assert guess_from_intensities(np.abs(ct))[0] == "MRI"
+    undecided, why = guess_from_intensities(np.random.default_rng(1).normal(0, 1, 1000))  # a z-scored scan
+    assert undecided is None and "neither" in why
 
 
 def test_shards_partition_the_cases_and_finished_cases_are_skipped(tmp_path):

@@ -78,10 +78,15 @@ def test_metrics_table_lists_every_label_and_modality():
         "mean": {"dsc": 0.75, "nsd": 0.5},
     }
     lines = metrics_table(metrics, {1: "spleen", 6: "liver"}).splitlines()
-    assert lines[0].split() == ["organ", "DSC", "NSD", "CT", "DSC", "CT", "NSD"]
-    assert lines[2].split() == ["spleen", "0.500", "0.250", "0.500", "0.250"]
-    assert lines[3].split() == ["liver", "1.000", "0.750", "-", "-"]
-    assert lines[-1].split() == ["mean", "0.750", "0.500", "0.750", "0.500"]
+    assert lines[0].split() == ["organ", "(%)", "DSC", "NSD", "CT", "DSC", "CT", "NSD"]  # percent, as every report
+    assert lines[2].split() == ["spleen", "50.0", "25.0", "50.0", "25.0"]
+    assert lines[3].split() == ["liver", "100.0", "75.0", "n/a", "n/a"]
+    assert lines[-1].split() == ["mean", "75.0", "50.0", "75.0", "50.0"]
+    metrics["per_label"]["15"] = {"dsc": None, "nsd": None}  # no reference holds it: no mean, shown as such
+    metrics["case_labels"] = {"in_reference": 3, "absent_both": 4, "predicted_only": 0}
+    lines = metrics_table(metrics, {1: "spleen", 6: "liver", 15: "prostate_uterus"}).splitlines()
+    assert lines[4].split() == ["prostate_uterus", "n/a", "n/a", "n/a", "n/a"]
+    assert lines[-1].endswith("case-labels not counted: 4 absent from both")
 
 
 def test_failed_stage_stops_the_pipeline_with_its_exit_code(tmp_path, capsys):

@@ -46,12 +46,14 @@ def run(args: argparse.Namespace) -> int:
         val_iters=args.val_iters, tta=not args.no_tta, debug=bool(getattr(args, "debug", False)),
         configs=tuple(args.configs or ()),
     )
+    from amos_autoseg.evaluation.report import percent
+
     summary = run_benchmark(opts, main)
     if "find_best" in summary:
         from amos_autoseg.selection.report import table
 
         print(table(summary["find_best"]))
     mean = summary["mean"]
-    print(f"mean DSC {100 * mean['dsc']:.2f} %, NSD {100 * mean['nsd']:.2f} % on the {summary['evaluated_on']}")
+    print(f"mean DSC {percent(mean['dsc'])} %, NSD {percent(mean['nsd'])} % on the {summary['evaluated_on']}")
     print(f"report: {opts.exp / 'benchmark' / 'benchmark.md'}")
     return 0

@@ -3,6 +3,9 @@
 Predictions and references are paired by case name. NSD is the surfel-based normalized surface Dice of DeepMind's
 `surface-distance`, with the reference's voxel spacing. Next to METRICS_JSON go metrics.csv (one row per case and
 label), report.md (tables per organ and modality, hardest organ first) and report.png (bar charts).
+Means count a case's organ only where its reference holds it (scores in %); the case-labels absent from both
+reference and prediction are counted beside them, and the AMOS/FLARE convention's means (absent from both scores
+1) are kept in metrics.json under "amos_convention".
 A reference without prediction is an error (exit 2) unless --allow-missing, which scores it 0.
 
 On a cluster: `--shard K/N` (or a SLURM array, see below) scores only the reference cases whose sorted index is
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         read_label_set,
         write_reports,
     )
+    from amos_autoseg.evaluation.report import summary_lines
     from amos_autoseg.evaluation.tolerance import check_covers
     from amos_autoseg.utils.atomic import clean_stale_temps
     from amos_autoseg.utils.shard import parse_shard
@@ -88,10 +92,8 @@ def run(args: argparse.Namespace) -> int:
     paths = write_reports(metrics, args.out)
     if args.worst > 0:
         _append_worst_previews(metrics, args, paths["md"])
-    mean = metrics["mean"]
-    log.info("%d case(s): mean DSC %.4f, mean NSD %.4f", len(metrics["per_case"]), mean["dsc"], mean["nsd"])
-    for mod, m in metrics["per_modality"].items():
-        log.info("  %s: DSC %.4f, NSD %.4f", mod, m["dsc"], m["nsd"])
+    for line in summary_lines(metrics):
+        log.info("%s", line)
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return 0
 

@@ -5,7 +5,8 @@ Those modules import only the standard library at import time, so ``--help`` ans
 and numpy are imported inside ``run``.
 
 Exit codes: 0 success, 2 bad usage or bad input (one line per problem on stderr, no traceback unless
-``--debug``), 1 internal error, 130 interrupted.
+``--debug``), 1 internal error, 130 stopped by SIGINT (Ctrl-C), 143 stopped by SIGTERM: each stop prints one
+line, and the same command continues (:mod:`amos_autoseg.utils.interrupt`).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import argparse
 import errno
 import importlib
 import logging
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -38,8 +40,17 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the descriptions' line breaks; appends "(default: X)" only where it tells something: not for flags
+    (on/off switches), not for options without a default, not where the help already says its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        if action.nargs == 0 or not action.option_strings:  # switches and positional arguments
+            return text
+        return text + " (default: %(default)s)"
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     setup_logging(debug)
     from amos_autoseg.errors import AmosError
+    from amos_autoseg.utils.interrupt import Interrupted, raise_on_sigterm
+
+    raise_on_sigterm()
 
     try:
         mod = importlib.import_module(f"amos_autoseg.cli.{args._module}")
@@ -95,9 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"amos-autoseg {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"amos-autoseg {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as Interrupted: one line, no traceback
+        if debug:
+            traceback.print_exc()
+        stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT, "interrupted (SIGINT)")
+        print(f"amos-autoseg {args.command}: {stop}", file=sys.stderr)
+        return stop.exit_code
     except Exception as exc:  # noqa: BLE001 - the last line of defence turns bugs into exit code 1
         return _internal_error(args.command, exc, debug)
 

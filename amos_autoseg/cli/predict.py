@@ -5,6 +5,13 @@ input's size, spacing, origin and direction; with --save-probabilities also OUT/
 float16, classes first, on the input grid). Folds are averaged in probability space. Cases whose outputs exist are
 skipped, so an interrupted run continues where it stopped. The post-processing rules of EXP/<config>/
 postprocessing.json (chosen on cross-validation) are applied unless --no-postprocessing.
+
+Every input is checked before the first case (readable, complete, 3D, modality known); all problems are reported
+at once (exit 2). With --keep-going the good cases are predicted and the bad ones listed at the end (exit 2).
+
+A case's modality comes from its --meta CSV row, else --modality, else its AMOS id (amos_XXXX: CT below 500),
+else its DICOM Modality tag, else the model when it was trained on one modality, else (with --guess-modality)
+its intensities. --modality against a case's AMOS id or DICOM tag is an error of that case: a --meta row settles it.
 """
 from __future__ import annotations
 
@@ -24,7 +31,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-tta", action="store_true", help="skip mirroring test-time augmentation")
     p.add_argument("--save-probabilities", action="store_true", help="also write OUT/<case>.npz")
     p.add_argument("--modality", default=None, choices=["CT", "MRI"],
-                   help="modality of inputs whose name does not tell it (AMOS ids amos_XXXX do)")
+                   help="modality of every input without a --meta row; refused for a case whose AMOS id or DICOM "
+                        "tag says otherwise (not needed for a model trained on one modality)")
+    p.add_argument("--guess-modality", action="store_true",
+                   help="where nothing else tells a case's modality, guess it from the intensities (CT has air "
+                        "at -1000 HU); each guess is logged with its reason")
+    p.add_argument("--keep-going", action="store_true",
+                   help="predict the good cases when some inputs are bad, list the bad ones at the end (exit 2)")
     p.add_argument("--meta", default=None, metavar="CSV",
                    help="CSV with columns case_id, modality[, phase] overriding the modality per case")
     p.add_argument("--no-postprocessing", action="store_true",
@@ -49,14 +62,22 @@ def run(args: argparse.Namespace) -> int:
         exp=args.exp or args.model, input=args.input, output=args.output, config=args.config, folds=args.folds,
         device=args.device, tta=not args.no_tta, save_probabilities=args.save_probabilities,
         modality=args.modality, meta=args.meta, postprocessing=not args.no_postprocessing,
-        shard=args.shard, tile_batch_size=args.tile_batch_size,
+        shard=args.shard, tile_batch_size=args.tile_batch_size, keep_going=args.keep_going,
+        guess_modality=args.guess_modality,
     )
-    if args.model is not None:
-        from amos_autoseg.packaging import predict_from_model
+    from amos_autoseg.errors import InputErrors
 
-        predict_from_model(args.model, options)
-    else:
-        predict_folder(options)
+    try:
+        if args.model is not None:
+            from amos_autoseg.packaging import predict_from_model
+
+            predict_from_model(args.model, options)
+        else:
+            predict_folder(options)
+    except InputErrors:
+        if args.preview and args.keep_going:  # the good cases were predicted: preview them too
+            _previews(args)
+        raise
     if args.preview:
         _previews(args)
     return 0

@@ -1,7 +1,9 @@
 """Train one fold of a configuration on the preprocessed data.
 
 Writes EXP/<config>/fold_<k>/: checkpoint_latest.pt (every epoch), checkpoint_final.pt, log.csv, progress.png,
-resolved_config.json and validation/metrics.json. Several GPUs or nodes: start it with torchrun, e.g.
+resolved_config.json, validation/metrics.json, and TensorBoard events in tensorboard/ when the tensorboard package
+is installed. SIGTERM (kill, SLURM) or Ctrl-C stops the run after the step under way with a checkpoint (exit 143
+or 130); the same command continues it. Several GPUs or nodes: start it with torchrun, e.g.
 `torchrun --nproc-per-node 4 -m amos_autoseg train EXP --fold 0`.
 """
 from __future__ import annotations

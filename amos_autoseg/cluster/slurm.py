@@ -8,7 +8,9 @@ Stages (one script each, numbered in pipeline order):
 4. ``train``: one job per fold; with several GPUs ``torchrun``, with several nodes ``srun torchrun`` with a c10d
    rendezvous on the first node of the allocation. For ``--config 3d_cascade_fullres`` the previous stage comes
    first (``preprocess_3d_lowres``, then ``train_3d_lowres`` per fold), and every cascade fold waits for all of
-   its folds: their final validations write the predictions the cascade trains on;
+   its folds: their final validations write the predictions the cascade trains on; SIGTERM 5 minutes before
+   the time limit (and on preemption) stops the training at a step with a checkpoint and requeues the job,
+   which continues from it;
 5. ``predict``: array over the cases to predict (the fold ensemble);
 6. ``evaluate``: array writing per-case parts; 7. ``merge``: one job writing metrics.json and the report;
 8. ``report`` (optional): PNG previews of the predictions.
@@ -31,6 +33,7 @@ SUBMIT_SCRIPT = "submit_all.sh"
 _SCRIPT_NAME = re.compile(r"^\d\d_[a-z0-9_]+\.sbatch$")
 _WORKERS = '--workers "$WORKERS"'
 PREVIOUS_STAGE = {"3d_cascade_fullres": "3d_lowres"}  # what nnU-Net's planner writes (the plan is made in a job)
+SIGNAL_LEAD_S = 300  # SIGTERM this long before a training job's time limit: time to finish a step and checkpoint
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ def header(opts: SlurmOptions, stage: str, job_name: str, array: int | None = No
         lines.append(f"#SBATCH --partition={partition}")
     if opts.account:
         lines.append(f"#SBATCH --account={opts.account}")
+    if stage == "train":  # SIGTERM before the time limit; the job requeues itself (see requeue_on_signal)
+        lines += [f"#SBATCH --signal=B:TERM@{SIGNAL_LEAD_S}", "#SBATCH --requeue", "#SBATCH --open-mode=append"]
     if stage == "train" and opts.nodes > 1:
         lines += [f"#SBATCH --nodes={opts.nodes}", "#SBATCH --ntasks-per-node=1"]
     if stage in GPU_STAGES and res.gpus > 0:
@@ -154,7 +159,36 @@ def train_commands(opts: SlurmOptions, fold: int) -> list[str]:
         lines.append(_join(["torchrun", "--standalone", "--nproc-per-node", str(gpus), "-m", "amos_autoseg", *args]))
     else:
         lines.append(_join(['"${AMOS[@]}"', *args]))
-    return lines
+    return lines[:-1] + requeue_on_signal(lines[-1])
+
+
+def requeue_on_signal(command: str) -> list[str]:
+    """Run ``command`` (the training) so that a SIGTERM to the batch shell stops it gracefully and requeues the job.
+
+    SLURM sends SIGTERM to the batch shell :data:`SIGNAL_LEAD_S` seconds before the time limit
+    (``--signal=B:TERM@...``), and to every process on preemption. The shell passes it on to the training, which
+    finishes its step, writes checkpoint_latest.pt and exits (143; torchrun reports its own code); the job is then
+    requeued (``scontrol requeue``, ``--requeue``), keeps its id (so jobs waiting on it with afterok keep
+    waiting), runs this script again and continues from the checkpoint. A run that ends for any other reason exits
+    with its own code.
+    """
+    return [
+        'stopping=0 pid=""',
+        "trap 'stopping=1; echo \"$(date -u +%FT%TZ) SIGTERM: the training stops at its next step\"; "
+        "kill -TERM \"$pid\" 2>/dev/null || true' TERM",
+        "set +e",
+        f"{command} &",
+        "pid=$!",
+        'wait "$pid"; code=$?',
+        'while kill -0 "$pid" 2>/dev/null; do wait "$pid"; code=$?; done  # a trapped signal interrupts wait',
+        "set -e",
+        'if [ "$stopping" = 1 ] && [ "$code" -ne 0 ] && [ -n "${SLURM_JOB_ID:-}" ]; then',
+        '  echo "$(date -u +%FT%TZ) requeueing job $SLURM_JOB_ID: it continues from the checkpoint"',
+        '  scontrol requeue "$SLURM_JOB_ID" || true',
+        "  exit 0",
+        "fi",
+        'exit "$code"',
+    ]
 
 
 def render_jobs(opts: SlurmOptions) -> list[Job]:

@@ -1,16 +1,22 @@
 """Iterate over the batches of consecutive steps, computed by worker processes or serially.
 
-Worker ``i`` of ``n`` computes the steps ``start + i, start + i + n, ...`` and puts them in its own bounded queue
-(``prefetch`` deep); the iterator takes step ``k`` from queue ``(k - start) % n``, so batches come out in step
-order without any shared state. Since a batch is a pure function of its step
+Worker ``i`` of ``n`` computes the steps ``start + i, start + i + n, ...`` and sends them through its own pipe,
+at most ``prefetch`` ahead of what was taken; the iterator takes step ``k`` from pipe ``(k - start) % n``, so
+batches come out in step order without any shared state. Since a batch is a pure function of its step
 (:meth:`~amos_autoseg.data.batches.BatchSource.make_batch`), the sequence is identical for any number of workers,
 including ``workers=0`` (computed in this process: real tracebacks, no pickling), and a resumed run only needs
 the step to start from.
 
-Workers are spawned (not forked: safe with CUDA and threads), use one thread each, stop when the parent dies,
-and are shut down by :meth:`BatchLoader.close` (also on ``with`` exit and garbage collection). An exception in a
-worker is re-raised here with its type (an ``InputError`` stays one); a worker that dies (killed for memory,
+Workers are spawned (not forked: safe with CUDA and threads), compute with one thread each, and are tied to
+the parent (:mod:`amos_autoseg.utils.lifeline`): they die with it however it dies (SIGKILL included), ignore
+Ctrl-C and SIGTERM (the parent stops them after its checkpoint), and share no queue, lock or semaphore with it,
+so nothing is left behind. :meth:`BatchLoader.close` (also on ``with`` exit and garbage collection) closes the
+pipes and ends the workers at once: they only compute, so there is nothing for them to finish. An exception in
+a worker is re-raised here with its type (an ``InputError`` stays one); a worker that dies (killed for memory,
 say) raises an :class:`~amos_autoseg.errors.AmosError` instead of hanging.
+
+The batch of memory-mapped (read-only) cases reaches ``torch.from_numpy`` inside the augmentation, which only
+reads it; PyTorch's "not writable" warning about that is silenced while a batch is made.
 """
 from __future__ import annotations
 
@@ -19,17 +25,20 @@ import multiprocessing as mp
 import os
 import queue
 import sys
+import threading
 import traceback
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from amos_autoseg.errors import AmosError
+from amos_autoseg.utils.lifeline import picklable, start_tied, stop_tied
 
 if TYPE_CHECKING:
     from amos_autoseg.data.batches import BatchSource
 
 log = logging.getLogger(__name__)
 POLL_S = 0.2
-JOIN_S = 5.0
+NOT_WRITABLE = "The given NumPy array is not writable"
 
 
 class WorkerError(AmosError):
@@ -64,24 +73,23 @@ class BatchLoader:
         self.pin_memory = bool(pin_memory)
         self._next = self.start_step
         self._procs: list[Any] = []
-        self._queues: list[Any] = []
-        self._stop: Any = None
+        self._conns: list[Any] = []
         self._closed = False
         if self.workers > 0 and (self.stop_step is None or self.stop_step > self.start_step):
             self._start(prefetch)
 
     def _start(self, prefetch: int) -> None:
         ctx = mp.get_context("spawn")
-        self._stop = ctx.Event()
-        for i in range(self.workers):
-            q = ctx.Queue(maxsize=prefetch)
-            p = ctx.Process(
-                target=_worker_main, name=f"amos-loader-{i}", daemon=True,
-                args=(self.source, self.start_step + i, self.workers, self.stop_step, q, self._stop),
-            )
-            p.start()
-            self._queues.append(q)
-            self._procs.append(p)
+        try:
+            for i in range(self.workers):
+                mine, theirs = ctx.Pipe(duplex=True)
+                args = (theirs, self.source, self.start_step + i, self.workers, self.stop_step, prefetch)
+                self._procs.append(start_tied(ctx, _worker_main, args, f"amos-loader-{i}"))
+                theirs.close()
+                self._conns.append(mine)
+        except BaseException:
+            self.close()
+            raise
         log.debug("started %d loader workers at step %d", self.workers, self.start_step)
 
     def __iter__(self) -> BatchLoader:
@@ -95,7 +103,7 @@ class BatchLoader:
             raise StopIteration
         step = self._next
         if self.workers == 0:
-            batch = self.source.make_batch(step)
+            batch = make_quietly(self.source, step)
         else:
             batch = self._receive(step)
         self._next += 1
@@ -103,25 +111,21 @@ class BatchLoader:
 
     def _receive(self, step: int) -> dict[str, Any]:
         index = (step - self.start_step) % self.workers
-        q, proc = self._queues[index], self._procs[index]
-        while True:
-            try:
-                kind, got_step, payload = q.get(timeout=POLL_S)
-            except queue.Empty:
-                if not proc.is_alive():
-                    try:  # it may have put its last item just before exiting
-                        kind, got_step, payload = q.get(timeout=POLL_S)
-                    except queue.Empty:
-                        code = proc.exitcode
-                        self.close()
-                        raise AmosError(
-                            f"data loader worker {index} died (exit code {code}) before producing step {step}; "
-                            "most often it was killed for lack of memory: retry with fewer --workers, "
-                            "or --workers 0 to see where it fails"
-                        ) from None
-                else:
-                    continue
-            break
+        conn, proc = self._conns[index], self._procs[index]
+        while not conn.poll(POLL_S):  # a dead worker's pipe reads as end-of-file, which poll reports
+            if not proc.is_alive() and not conn.poll(POLL_S):
+                break
+        try:
+            kind, got_step, payload = conn.recv()
+        except (EOFError, OSError):
+            proc.join(timeout=1.0)
+            code = proc.exitcode
+            self.close()
+            raise AmosError(
+                f"data loader worker {index} died (exit code {code}) before producing step {step}; "
+                "most often it was killed for lack of memory: retry with fewer --workers, "
+                "or --workers 0 to see where it fails"
+            ) from None
         if kind == "error":
             self.close()
             exc, text = payload
@@ -146,23 +150,14 @@ class BatchLoader:
         return out
 
     def close(self) -> None:
-        """Stop and join the workers (terminating any that do not stop); idempotent."""
+        """End the workers at once (they only compute) and close the pipes; idempotent."""
         if self._closed:
             return
         self._closed = True
-        if self._stop is not None:
-            self._stop.set()
-        for q in self._queues:
-            _drain(q)
-        for p in self._procs:
-            p.join(timeout=JOIN_S)
-            if p.is_alive():
-                p.terminate()
-                p.join(timeout=JOIN_S)
-        for q in self._queues:
-            q.close()
-            q.cancel_join_thread()
-        self._procs, self._queues = [], []
+        for conn in self._conns:
+            conn.close()
+        stop_tied(self._procs, 0.0)
+        self._procs, self._conns = [], []
 
     def __enter__(self) -> BatchLoader:
         return self
@@ -177,44 +172,55 @@ class BatchLoader:
             pass
 
 
-def _drain(q: Any) -> None:
-    try:
-        while True:
-            q.get_nowait()
-    except (queue.Empty, OSError, ValueError):
-        pass
+def make_quietly(source: Any, step: int) -> dict[str, Any]:
+    """``source.make_batch(step)`` with PyTorch's warning about read-only (memory-mapped) arrays silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=NOT_WRITABLE, category=UserWarning)
+        return source.make_batch(step)
 
 
-def _worker_main(source: Any, first_step: int, every: int, stop_step: int | None, q: Any, stop: Any) -> None:
-    """Compute steps ``first_step, first_step + every, ...`` into ``q`` until told to stop or the parent dies."""
+def _worker_main(conn: Any, source: Any, first_step: int, every: int, stop_step: int | None, prefetch: int) -> None:
+    """Compute steps ``first_step, first_step + every, ...`` at most ``prefetch`` ahead of what the parent took;
+    a sender thread writes them to ``conn``. Ends when done, after an error, or when the parent closes the pipe."""
     os.environ["OMP_NUM_THREADS"] = "1"  # read by torch when the augmentation first imports it
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
-    parent = mp.parent_process()
+    ready: queue.Queue[Any] = queue.Queue(maxsize=prefetch)
+    sender = threading.Thread(target=_send_all, args=(conn, ready), name="amos-loader-send", daemon=True)
+    sender.start()
     step = first_step
-    while not stop.is_set() and (stop_step is None or step < stop_step):
-        try:
-            item = ("batch", step, source.make_batch(step))
-        except BaseException as exc:  # sent back whole; the parent decides
-            item = ("error", step, (_picklable(exc), traceback.format_exc()))
-        while True:
-            if stop.is_set() or (parent is not None and not parent.is_alive()):
-                return
-            try:
-                q.put(item, timeout=POLL_S)
-                break
-            except queue.Full:
-                continue
-        if item[0] == "error":
+    while stop_step is None or step < stop_step:
+        if conn.poll(0):  # the parent closed its end (it never sends anything)
             return
+        try:
+            item = ("batch", step, make_quietly(source, step))
+        except BaseException as exc:  # sent back whole; the parent decides
+            item = ("error", step, (picklable(exc), traceback.format_exc()))
+        if not _put(ready, item, conn) or item[0] == "error":
+            break
         step += every
+    if _put(ready, None, conn):
+        sender.join()
 
 
-def _picklable(exc: BaseException) -> BaseException | None:
-    import pickle
+def _put(ready: queue.Queue[Any], item: Any, conn: Any) -> bool:
+    """Queue ``item`` for the sender; False once the parent has closed the pipe."""
+    while True:
+        try:
+            ready.put(item, timeout=POLL_S)
+            return True
+        except queue.Full:
+            if conn.poll(0):
+                return False
 
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:
-        return None
+
+def _send_all(conn: Any, ready: queue.Queue[Any]) -> None:
+    """Send queued items until the end marker (``None``) or until the parent is gone."""
+    while True:
+        item = ready.get()
+        if item is None:
+            return
+        try:
+            conn.send(item)
+        except (OSError, EOFError):  # the parent closed the pipe or died
+            return

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from amos_autoseg.errors import InputError
-from amos_autoseg.evaluation.metrics import Tolerance, aggregate, evaluate_case_detailed
+from amos_autoseg.evaluation.aggregate import aggregate
+from amos_autoseg.evaluation.metrics import Tolerance, evaluate_case_detailed
 from amos_autoseg.io.dataset import amos_modality, meta_lookup, normalise_modality, parse_labels, read_meta_csv
 from amos_autoseg.io.image import IMAGE_ENDINGS, index_images, strip_ending
 from amos_autoseg.labels import AMOS_SHORT_NAMES
@@ -126,6 +127,17 @@ def score_case_files(job: tuple[str, str, str, tuple[int, ...], Tolerance]) -> d
     return {"labels": {str(k): v for k, v in scores.items()}, **presence}
 
 
+def reference_labels(job: tuple[str, tuple[int, ...]]) -> list[int]:
+    """The labels of ``job[1]`` that the reference file ``job[0]`` holds (module level, for worker processes)."""
+    import numpy as np
+
+    from amos_autoseg.io.image import read_label
+
+    ref, _ = read_label(job[0])
+    present = set(np.unique(ref).tolist())
+    return [k for k in job[1] if k in present]
+
+
 def score_case_part(job: tuple[str, str, str, tuple[int, ...], Tolerance, str]) -> dict[str, Any]:
     """:func:`score_case_files` through the per-case part file (the 6th item): reuse it when still valid, else
     score the case and write the part (module level, so worker processes can run it)."""
@@ -190,8 +202,9 @@ def evaluate_folders(
 
     Returns:
         The metrics dict of :func:`~amos_autoseg.evaluation.metrics.aggregate`, plus ``label_names``,
-        ``missing_predictions`` and ``extra_predictions``. Each scored case also lists ``ref_labels`` and
-        ``pred_labels`` (scored labels present on each side); missing cases carry ``"missing_prediction": true``.
+        ``missing_predictions`` and ``extra_predictions``. Each case also lists ``ref_labels`` and
+        ``pred_labels`` (scored labels present on each side); missing cases carry ``"missing_prediction": true``,
+        score 0 for every label and count in the headline means where their reference holds the label.
 
     Raises:
         InputError: a folder is missing or empty, a prediction is missing, unreadable, or on another grid.
@@ -216,9 +229,10 @@ def evaluate_folders(
     for case, result in zip(scored, results):
         per_case[case] = {"modality": modality(case), **result}
     zero = {str(k): {"dsc": 0.0, "nsd": 0.0} for k in label_ids}
-    for case in missing:
+    held = map_cases(reference_labels, [(str(refs[c]), label_ids) for c in missing], workers, desc="references")
+    for case, ref_labels in zip(missing, held):
         per_case[case] = {"modality": modality(case), "labels": {k: dict(v) for k, v in zero.items()},
-                          "missing_prediction": True}  # the reference is not read: presence unknown
+                          "ref_labels": ref_labels, "pred_labels": [], "missing_prediction": True}
     metrics = aggregate(per_case, label_ids, tolerance)
     metrics["label_names"] = {str(k): names[k] for k in label_ids}
     metrics["missing_predictions"] = missing

@@ -1,4 +1,4 @@
-"""DSC and NSD of one case for every label, and their means as metrics.json lays them out.
+"""DSC and NSD of one case for every label (their means: :mod:`amos_autoseg.evaluation.aggregate`).
 
 Empty rules (CONTRACT.md): a label absent from both reference and prediction scores 1 for both metrics; a label
 present in only one of them scores 0 for both. Otherwise DSC is volumetric Dice and NSD the surfel-based
@@ -9,9 +9,7 @@ each label is then compared, coded and distance-transformed only inside the box 
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -131,59 +129,3 @@ def evaluate_case_detailed(
     presence = {"ref_labels": [v for v in labels if ref_boxes[v - 1] is not None],
                 "pred_labels": [v for v in labels if pred_boxes[v - 1] is not None]}
     return out, presence
-
-
-def _mean(values: Sequence[float]) -> float:
-    return float(np.mean(values)) if len(values) else math.nan
-
-
-def _label_means(per_case: Mapping[str, Mapping[str, Any]], labels: Sequence[int]) -> dict[str, dict[str, float]]:
-    return {
-        str(label): {m: _mean([c["labels"][str(label)][m] for c in per_case.values()]) for m in METRICS}
-        for label in labels
-    }
-
-
-def _over_labels(per_label: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    return {m: _mean([v[m] for v in per_label.values()]) for m in METRICS}
-
-
-def aggregate(
-    per_case: Mapping[str, Mapping[str, Any]],
-    labels: Sequence[int],
-    tolerance_mm: Tolerance,
-) -> dict[str, Any]:
-    """Build the metrics.json content from per-case scores.
-
-    Means are over labels of the mean over cases: ``per_label`` averages each label over all cases,
-    ``per_modality`` does so within one modality, ``mean`` averages ``per_label`` over labels. The extra key
-    ``per_modality_label`` keeps the per-label means of each modality (the report's table) and
-    ``cases_per_modality`` the case counts.
-
-    Args:
-        per_case: case -> ``{"modality": str, "labels": {"<label>": {"dsc", "nsd"}}}`` (extra keys kept).
-        labels: the scored label ids.
-        tolerance_mm: the NSD tolerance used, a number or a per-label map.
-    """
-    if not per_case:
-        raise ValueError("no case to aggregate")
-    labels = [int(v) for v in labels]
-    per_label = _label_means(per_case, labels)
-    modalities = sorted({str(c["modality"]) for c in per_case.values()})
-    per_modality_label = {
-        mod: _label_means({k: c for k, c in per_case.items() if c["modality"] == mod}, labels)
-        for mod in modalities
-    }
-    tol: float | dict[str, float] = (
-        {str(k): tolerance_of(tolerance_mm, k) for k in sorted(labels)} if isinstance(tolerance_mm, Mapping)
-        else float(tolerance_mm)
-    )
-    return {
-        "nsd_tolerance_mm": tol,
-        "per_case": {k: dict(per_case[k]) for k in sorted(per_case)},
-        "per_label": per_label,
-        "per_modality": {mod: _over_labels(v) for mod, v in per_modality_label.items()},
-        "mean": _over_labels(per_label),
-        "per_modality_label": per_modality_label,
-        "cases_per_modality": {mod: sum(c["modality"] == mod for c in per_case.values()) for mod in modalities},
-    }

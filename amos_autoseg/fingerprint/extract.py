@@ -180,7 +180,8 @@ def extract_fingerprint(
     jobs = [_Job(c, num_samples, None if cache_dir is None else Path(cache_dir) / f"{c.case_id}.npz") for c in cases]
     results = map_cases(_run_job, jobs, workers, desc="fingerprint")
     cached = sum(r.from_cache for r in results)
-    log.info("fingerprint: %d case(s), %d from the cache, %d samples each", len(results), cached, num_samples)
+    log.info("fingerprint: %d case(s), %d from the cache, up to %s foreground intensities drawn per case "
+             "(%s over the dataset)", len(results), cached, f"{num_samples:,}", f"{samples_total:,}")
     return _aggregate(dataset, results, num_samples)
 
 

@@ -192,6 +192,7 @@ def load_dataset(data_dir: str | os.PathLike[str], meta: str | os.PathLike[str] 
     unknown = sorted(set(meta_map) - used_meta)
     if unknown:
         log.warning("meta CSV names %d case(s) not in the dataset, e.g. %s", len(unknown), unknown[0])
+    _warn_unlisted(root, ds_json, cases)
     cases.sort(key=lambda c: (SPLITS.index(c.split), c.case_id))
     return Dataset(
         root=root,
@@ -202,6 +203,36 @@ def load_dataset(data_dir: str | os.PathLike[str], meta: str | os.PathLike[str] 
         file_ending=str(spec.get("file_ending", ".nii.gz")),
         extra={k: v for k, v in spec.items() if k not in {"training", "validation", "test"}},
     )
+
+
+_WARNED_UNLISTED: set[Path] = set()
+_IMAGE_FOLDERS = ("imagesTr", "imagesVa", "imagesTs")
+
+
+def unlisted_images(root: Path, cases: list[Case]) -> dict[str, list[str]]:
+    """Image files in the folders the cases' images lie in (and ``imagesTr``/``imagesVa``/``imagesTs``) that no
+    case lists: folder name -> file names. dataset.json decides what a dataset holds; these are ignored."""
+    from amos_autoseg.io.image import is_image_file
+
+    listed = {Path(p) for c in cases for p in c.images}
+    folders = sorted(f for f in {p.parent for p in listed} | {root / f for f in _IMAGE_FOLDERS} if f.is_dir())
+    out: dict[str, list[str]] = {}
+    for folder in folders:
+        extra = sorted(p.name for p in folder.iterdir()
+                       if not p.name.startswith(".") and is_image_file(p) and p not in listed)
+        if extra:
+            out[os.path.relpath(folder, root)] = extra
+    return out
+
+
+def _warn_unlisted(root: Path, where: Path, cases: list[Case]) -> None:
+    """Say once per data folder (and process) which image files dataset.json leaves out."""
+    if root in _WARNED_UNLISTED:
+        return
+    _WARNED_UNLISTED.add(root)
+    for folder, names in unlisted_images(root, cases).items():
+        few = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        log.warning("%s: %d image file(s) in %s are not listed and are ignored: %s", where, len(names), folder, few)
 
 
 def parse_labels(raw: Any, where: Path) -> dict[int, str]:

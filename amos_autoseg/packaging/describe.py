@@ -85,7 +85,11 @@ def _mm(values: list[float]) -> str:
 
 
 def _mean(v: dict[str, Any] | None) -> str:
-    return "-" if not v else f"DSC {v.get('dsc', float('nan')):.4f}, NSD {v.get('nsd', float('nan')):.4f}"
+    """Validation means as people read every score: in percent."""
+    def pct(x: Any) -> str:
+        return "n/a" if x is None or x != x else f"{100.0 * float(x):.2f} %"
+
+    return "-" if not v else f"DSC {pct(v.get('dsc'))}, NSD {pct(v.get('nsd'))}"
 
 
 def experiment_text(info: dict[str, Any]) -> str:

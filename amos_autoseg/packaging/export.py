@@ -147,6 +147,8 @@ def _validation_means(fold_dir: Path) -> dict[str, float] | None:
         return None
     try:
         mean = json.loads(file.read_text(encoding="utf-8"))["mean"]
+        if mean["dsc"] is None:  # no validation reference held any organ: no mean to record
+            return None
         return {"dsc": float(mean["dsc"]), "nsd": float(mean["nsd"])}
     except (ValueError, KeyError, TypeError):
         log.warning("%s: unreadable validation metrics; not recorded in the model file", file)

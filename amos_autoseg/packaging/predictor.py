@@ -88,4 +88,4 @@ def predict_from_model(model: str | os.PathLike[str], options: Any) -> Any:
         rules = None if rules is None or rules.empty else rules
         return load_predictor(package, options.device, options.tta, options.folds, options.tile_batch_size), rules
 
-    return run_prediction(options, load)
+    return run_prediction(options, load, package.plans.modalities)

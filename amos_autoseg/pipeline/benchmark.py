@@ -213,6 +213,9 @@ def _summary(opts: BenchmarkOptions, metrics: dict[str, Any], source: str,
         "cases": len(metrics["per_case"]),
         "mean": metrics["mean"],
         "per_modality": metrics["per_modality"],
+        "case_labels": metrics.get("case_labels"),
+        "amos_convention": {k: metrics["amos_convention"][k] for k in ("mean", "per_modality")}
+        if "amos_convention" in metrics else None,
         "stage_seconds": {k: round(v, 2) for k, v in seconds.items()},
         "training_overrides": {"epochs": opts.epochs, "iters_per_epoch": opts.iters_per_epoch,
                                "val_iters": opts.val_iters},
@@ -233,14 +236,21 @@ def _selection_lines(summary: dict[str, Any]) -> list[str]:
 
 
 def _markdown(summary: dict[str, Any], metrics: dict[str, Any]) -> str:
+    from amos_autoseg.evaluation.report import absent_text, percent
+
     pub = summary["published"]
     mean = summary["mean"]
+    absent = absent_text(metrics)
+    conv = summary.get("amos_convention")
     lines = [
         "# amos_autoseg benchmark", "",
         f"Data: `{summary['data_dir']}`; experiment: `{summary['exp']}`; configuration `{summary['config']}`, "
         f"folds {', '.join(summary['folds'])}; evaluated on the {summary['evaluated_on']}.", "",
-        f"**Mean over organs: DSC {100 * mean['dsc']:.2f} %, NSD {100 * mean['nsd']:.2f} %** "
-        f"({summary['cases']} cases, NSD tolerance {metrics.get('nsd_tolerance_mm')} mm).", "",
+        f"**Mean over organs: DSC {percent(mean['dsc'])} %, NSD {percent(mean['nsd'])} %** "
+        f"({summary['cases']} cases, NSD tolerance {metrics.get('nsd_tolerance_mm')} mm; a case's organ counts "
+        f"only where its reference holds it{f', case-labels not counted: {absent}' if absent else ''}).", "",
+        *([f"AMOS/FLARE convention (absent from both reference and prediction scores 100): DSC "
+           f"{percent(conv['mean']['dsc'])} %, NSD {percent(conv['mean']['nsd'])} %.", ""] if conv else []),
         "```", metrics_table(metrics, AMOS_SHORT_NAMES), "```", "",
         "Per-case scores, the bar chart and previews of the worst cases: `evaluation/report.md`.", "",
         *_selection_lines(summary),
@@ -252,7 +262,7 @@ def _markdown(summary: dict[str, Any], metrics: dict[str, Any]) -> str:
     ]
     lines += [f"| {r['method']} | {r['dice']:.2f} | {r['vram_gb']:.1f} | {r['training_hours_a100']} |"
               for r in pub["rows"]]
-    lines += [f"| **amos_autoseg (this run)** | **{100 * mean['dsc']:.2f}** | | |", "", "## Stage times", "",
+    lines += [f"| **amos_autoseg (this run)** | **{percent(mean['dsc'])}** | | |", "", "## Stage times", "",
               "| stage | seconds |", "| --- | ---: |"]
     lines += [f"| {k} | {v:.1f} |" for k, v in summary["stage_seconds"].items()]
     overrides = {k: v for k, v in summary["training_overrides"].items() if v is not None}

@@ -62,25 +62,34 @@ class StageTimer:
 
 
 def metrics_table(metrics: dict[str, Any], label_names: dict[int, str]) -> str:
-    """A plain-text table of per-organ DSC and NSD (overall and per modality) from a metrics.json dict."""
+    """A plain-text table of per-organ DSC and NSD in % (overall and per modality) from a metrics.json dict.
+
+    The means count a case's organ only where its reference holds it; the last line says how many case-labels
+    were left out (absent from both reference and prediction, or predicted only).
+    """
+    from amos_autoseg.evaluation.report import absent_text, percent
+
     modalities = sorted(metrics.get("per_modality", {}))
     per_mod_label = metrics.get("per_modality_label", {})
-    head = f"{'organ':<22}{'DSC':>7}{'NSD':>7}" + "".join(f"{m + ' DSC':>10}{m + ' NSD':>10}" for m in modalities)
+
+    def pair(row: dict[str, Any] | None, width: int) -> str:
+        if not row:
+            return f"{'n/a':>{width}}{'n/a':>{width}}"
+        return f"{percent(row['dsc'], 1):>{width}}{percent(row['nsd'], 1):>{width}}"
+
+    head = f"{'organ (%)':<22}{'DSC':>7}{'NSD':>7}" + "".join(f"{m + ' DSC':>10}{m + ' NSD':>10}" for m in modalities)
     lines = [head, "-" * len(head)]
     for key in sorted(metrics["per_label"], key=int):
-        row = metrics["per_label"][key]
         name = label_names.get(int(key), key)
-        cells = f"{name:<22}{row['dsc']:>7.3f}{row['nsd']:>7.3f}"
-        for m in modalities:
-            mrow = per_mod_label.get(m, {}).get(key)
-            cells += f"{mrow['dsc']:>10.3f}{mrow['nsd']:>10.3f}" if mrow else f"{'-':>10}{'-':>10}"
+        cells = f"{name:<22}" + pair(metrics["per_label"][key], 7)
+        cells += "".join(pair(per_mod_label.get(m, {}).get(key), 10) for m in modalities)
         lines.append(cells)
-    mean = metrics["mean"]
     lines.append("-" * len(head))
-    tail = f"{'mean':<22}{mean['dsc']:>7.3f}{mean['nsd']:>7.3f}"
-    for m in modalities:
-        tail += f"{metrics['per_modality'][m]['dsc']:>10.3f}{metrics['per_modality'][m]['nsd']:>10.3f}"
-    lines.append(tail)
+    lines.append(f"{'mean':<22}" + pair(metrics["mean"], 7)
+                 + "".join(pair(metrics["per_modality"][m], 10) for m in modalities))
+    absent = absent_text(metrics)
+    if absent:
+        lines.append(f"means over the cases whose reference holds the organ; case-labels not counted: {absent}")
     return "\n".join(lines)
 
 

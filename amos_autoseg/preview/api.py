@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from amos_autoseg.errors import InputError
+from amos_autoseg.evaluation.report import percent
 from amos_autoseg.io.image import Geometry, read_header, read_image, read_label, strip_ending
 from amos_autoseg.preview.orient import from_canonical, orientation_of, same_box, to_canonical
 from amos_autoseg.preview.pairing import CaseFiles, case_of_image, pair_cases
@@ -139,15 +140,20 @@ def render_case(files: CaseFiles, modality: str | None = None, style: str = "bot
     else:
         dsc = dice_per_label(crop[0], crop[1])
         ref_vol = _volumes_ml(crop[1], grid.spacing)
-        mean = float(np.mean(list(dsc.values()))) if dsc else float("nan")
-        pred_legend = [LegendRow(k, f"DSC {v:.3f}") for k, v in sorted(dsc.items())]
+        in_ref = sorted(ref_vol)  # the organs of the reference: the case's mean is over these
+        mean = float(np.mean([dsc[k] for k in in_ref])) if in_ref else None
+        pred_legend = [LegendRow(k, f"DSC {percent(v, 1)} %" if k in ref_vol else "not in reference")
+                       for k, v in sorted(dsc.items())]
         ref_legend = [LegendRow(k, _ml(ref_vol.get(k))) for k in sorted(dsc)]
-        for name, labels, legend, head in (
-            ("prediction", seg, pred_legend, f"{files.case_id} prediction | mean DSC {mean:.3f} | {info}"),
+        score = f"mean DSC {percent(mean, 1)} % over {len(in_ref)} organ(s) of the reference" if in_ref \
+            else "no organ in the reference"
+        head = f"{files.case_id} prediction | {score} | {info}"
+        for name, labels, legend, text in (
+            ("prediction", seg, pred_legend, head),
             ("reference", ref, ref_legend, f"{files.case_id} reference | {files.ref.name}"),  # type: ignore[union-attr]
         ):
             pixels, boxes = render_block(image_can, to_canonical(labels, orient), orient.spacing, slices, limits,
-                                         head, legend, lut, style, cell)
+                                         text, legend, lut, style, cell)
             blocks.append((name, pixels, boxes))
     mosaic = compose(blocks)
     mosaic.slices.update(slices)

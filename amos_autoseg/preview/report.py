@@ -9,23 +9,21 @@ from pathlib import Path
 from typing import Any
 
 from amos_autoseg.errors import InputError
+from amos_autoseg.evaluation.report import percent
 from amos_autoseg.preview.pairing import CaseFiles, index_folder
 
 log = logging.getLogger(__name__)
 
 
 def worst_cases(metrics: Mapping[str, Any], n: int) -> list[tuple[str, float]]:
-    """The ``n`` cases with the lowest mean DSC over their labels, lowest first, as (case, mean DSC).
+    """The ``n`` cases with the lowest mean DSC over the organs their reference holds, lowest first, as
+    (case, mean DSC) (:func:`~amos_autoseg.evaluation.aggregate.case_mean`, the definition report.md uses).
 
-    Cases without any label score come last (mean NaN); ties are broken by case name.
+    Cases whose reference holds no scored organ come last (mean NaN); ties are broken by case name.
     """
-    scored = []
-    for case, entry in metrics.get("per_case", {}).items():
-        values = [float(v["dsc"]) for v in entry.get("labels", {}).values() if v.get("dsc") is not None]
-        mean = sum(values) / len(values) if values else math.nan
-        scored.append((math.isnan(mean), mean if not math.isnan(mean) else 0.0, case))
-    scored.sort()
-    return [(case, math.nan if nan else mean) for nan, mean, case in scored[: max(0, n)]]
+    from amos_autoseg.evaluation.report import lowest_cases
+
+    return [(case, math.nan if mean is None else mean) for case, mean in lowest_cases(metrics, n)]
 
 
 def _index(folder: str | os.PathLike[str] | None) -> dict[str, Path]:
@@ -80,7 +78,7 @@ def report_section(
     for case, mean in worst:
         modality = metrics["per_case"][case].get("modality")
         head = f"### {case} ({modality or 'unknown modality'}): mean DSC " + \
-            ("n/a" if math.isnan(mean) else f"{100 * mean:.1f} %")
+            ("n/a" if math.isnan(mean) else f"{percent(mean, 1)} %")
         image = images.get(case) or images.get(f"{case}_0000")
         missing = [what for what, found in (("prediction", preds.get(case)), ("reference", refs.get(case)))
                    if found is None]

@@ -14,22 +14,17 @@ from __future__ import annotations
 import numpy as np
 
 from amos_autoseg.io.dataset import amos_modality, normalise_modality
+from amos_autoseg.io.modality import guess_from_intensities, intensity_sample
 
 CT_LEVEL = 40.0
 CT_WIDTH = 400.0
 MRI_PERCENTILES = (0.5, 99.5)
-AIR_HU = -500.0
-AIR_FRACTION = 0.01
 _SAMPLE_VOXELS = 1 << 20
 
 
 def sample(volume: np.ndarray, max_voxels: int = _SAMPLE_VOXELS) -> np.ndarray:
-    """A flat float sample of ``volume``: every s-th voxel along each axis (s chosen to keep it small), finite only."""
-    step = 1
-    while volume.size / step**3 > max_voxels:
-        step += 1
-    values = np.asarray(volume[::step, ::step, ::step], dtype=np.float32).ravel()
-    return values[np.isfinite(values)]
+    """A flat float sample of ``volume`` (:func:`~amos_autoseg.io.modality.intensity_sample`)."""
+    return intensity_sample(volume, max_voxels)
 
 
 def guess_modality(case_id: str, values: np.ndarray) -> str:
@@ -37,9 +32,8 @@ def guess_modality(case_id: str, values: np.ndarray) -> str:
     by_id = amos_modality(case_id)
     if by_id is not None:
         return by_id
-    if values.size and np.count_nonzero(values <= AIR_HU) >= AIR_FRACTION * values.size:
-        return "CT"
-    return "MRI"
+    guessed, _ = guess_from_intensities(values)
+    return "CT" if guessed == "CT" else "MRI"  # undecided: the percentile window suits any scan
 
 
 def resolve_modality(requested: str | None, case_id: str, values: np.ndarray) -> str:

@@ -24,13 +24,14 @@ from amos_autoseg.training import ddp, rng
 from amos_autoseg.runtime.precision import make_scaler, resolve_precision
 from amos_autoseg.training.collaborators import Collaborators, StreamSpec
 from amos_autoseg.training.inputs import fold_inputs
-from amos_autoseg.training.loop import LoopParts, LoopSettings, TrainState, run_training
+from amos_autoseg.training.loop import LoopParts, LoopSettings, PartialEpoch, TrainState, run_training
 from amos_autoseg.training.loss import build_loss
-from amos_autoseg.training.metrics_log import EpochRecord, TrainingLog
+from amos_autoseg.training.metrics_log import EpochRecord, EventLog, TrainingLog
 from amos_autoseg.training.options import TrainOptions, fold_cases, resolve_training, resolved_config
 from amos_autoseg.training.options import resolve_augment_on
 from amos_autoseg.training.schedule import build_optimizer
 from amos_autoseg.training.step import StepParts
+from amos_autoseg.training.stop import stop_on_signals
 from amos_autoseg.utils import atomic
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,9 @@ def _train(opts: TrainOptions, collab: Collaborators, ctx: ddp.DistContext) -> F
     if state.epoch > training.epochs:
         raise UsageError(f"{fold_dir / ckpt.LATEST}: already {state.epoch} epochs, more than --epochs "
                          f"{training.epochs}")
+    if state.partial is not None and len(state.partial.losses) > training.iterations_per_epoch:
+        raise UsageError(f"{fold_dir / ckpt.LATEST}: stopped after step {len(state.partial.losses)} of its epoch, "
+                         f"more than --iters-per-epoch {training.iterations_per_epoch}")
 
     augment_on = resolve_augment_on(training.augment_on, ctx.device.type)
     if ctx.is_main:
@@ -117,12 +121,19 @@ def _train(opts: TrainOptions, collab: Collaborators, ctx: ddp.DistContext) -> F
                            inputs.mirror_axes)
         ckpt.save_checkpoint(fold_dir / name, payload)
 
+    events = EventLog(fold_dir, state.epoch) if ctx.is_main else None
+
     def on_epoch_end(state: TrainState, record: EpochRecord) -> None:
         if ctx.is_main:
             save(state, ckpt.LATEST)
             if train_log.is_best(record):
                 save(state, ckpt.BEST)
             train_log.write(fold_dir)
+            events.add(record)  # type: ignore[union-attr]
+
+    def on_stop(state: TrainState) -> None:  # a stop inside an epoch: the partial epoch goes into the checkpoint
+        if ctx.is_main:
+            save(state, ckpt.LATEST)
 
     start_epoch = state.epoch
 
@@ -132,12 +143,20 @@ def _train(opts: TrainOptions, collab: Collaborators, ctx: ddp.DistContext) -> F
             save(state, ckpt.FINAL)
         ddp.barrier(ctx)
 
-    parts = LoopParts(step, stream(train_ids, _TRAIN_STREAM, True, opts.workers),
-                      stream(val_ids, _VAL_STREAM, False, max(0, opts.workers // 2)), plans.num_classes, ctx,
-                      train_log, on_epoch_end=on_epoch_end, on_train_end=on_train_end)
     settings = LoopSettings(training.epochs, training.iterations_per_epoch, training.val_iterations_per_epoch,
                             training.initial_lr, training.poly_exponent, opts.stop_after_epoch)
-    state = run_training(parts, settings, state)
+    try:
+        with stop_on_signals(ctx) as stop:  # SIGTERM/SIGINT: stop at the next step with a checkpoint
+            parts = LoopParts(step, stream(train_ids, _TRAIN_STREAM, True, opts.workers),
+                              stream(val_ids, _VAL_STREAM, False, max(0, opts.workers // 2)), plans.num_classes,
+                              ctx, train_log, on_epoch_end=on_epoch_end, on_train_end=on_train_end,
+                              should_stop=stop.requested, on_stop=on_stop)
+            state = run_training(parts, settings, state)
+    finally:
+        if events is not None:
+            events.close()
+    if stop.signum is not None:
+        raise stop.interrupted(_stopped_where(state, training.iterations_per_epoch, fold_dir))
     finished = state.epoch == training.epochs
     metrics = None
     done_metrics = fold_dir / "validation" / "metrics.json"
@@ -152,6 +171,14 @@ def _train(opts: TrainOptions, collab: Collaborators, ctx: ddp.DistContext) -> F
                                   mirror_axes=inputs.mirror_axes, precision=precision, ctx=ctx,
                                   save_probabilities=opts.save_probabilities)
     return FoldResult(fold_dir, state.epoch, finished, metrics)
+
+
+def _stopped_where(state: TrainState, iterations: int, fold_dir: Path) -> str:
+    """Where a stopped run stopped and what it kept, for the one line the CLI prints."""
+    if state.partial is not None:
+        return (f"in epoch {state.epoch + 1} after step {len(state.partial.losses)} of {iterations}; "
+                f"{fold_dir / ckpt.LATEST} written")
+    return f"after epoch {state.epoch}; {fold_dir / ckpt.LATEST} written"
 
 
 def _checkpoint_to_resume(fold_dir: Path, opts: TrainOptions, plans: Plans) -> dict[str, Any] | None:
@@ -181,7 +208,9 @@ def _restore(data: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opti
         rng.restore_rng_state(data["rng"])
     train_log = TrainingLog.from_state(data["log"])
     train_log.truncate(int(data["epoch"]))
-    return TrainState(int(data["epoch"]), int(data["global_step"])), train_log
+    partial = data.get("partial_epoch")  # absent in checkpoints written at an epoch's end
+    part = PartialEpoch(tuple(float(v) for v in partial["losses"]), float(partial["seconds"])) if partial else None
+    return TrainState(int(data["epoch"]), int(data["global_step"]), part), train_log
 
 
 def _wrap(model: nn.Module, training: TrainingPlan, ctx: ddp.DistContext) -> nn.Module:
@@ -206,6 +235,8 @@ def _payload(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.a
         "grad_scaler": scaler.state_dict(),
         "epoch": state.epoch,
         "global_step": state.global_step,
+        "partial_epoch": None if state.partial is None else {"losses": list(state.partial.losses),
+                                                             "seconds": state.partial.seconds},
         "config": opts.config,
         "fold": str(opts.fold),
         "plans": plans.to_json(),

@@ -8,19 +8,25 @@ Batches come from two streams called with ``(start_step, num_steps)``; a stream 
 same steps, which is what makes a resumed run equal the uninterrupted one: the loop restarts the training stream at
 ``TrainState.global_step`` and the validation stream at ``epoch * val_iterations_per_epoch``. A stream with a
 ``close()`` method (a loader with worker processes) is closed when the loop ends or fails.
+
+``LoopParts.should_stop`` is asked at every step boundary (:mod:`amos_autoseg.training.stop` answers it from
+SIGTERM/SIGINT). When it says stop inside an epoch, the loop leaves with a state that records the partial epoch
+(the steps done, their losses, the time spent) and calls ``on_stop`` (a checkpoint); a run resumed from that
+state does the rest of the epoch and ends equal to an uninterrupted run.
 """
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from amos_autoseg.training.ddp import DistContext, all_reduce_sum
-from amos_autoseg.training.metrics_log import EpochRecord, TrainingLog
+from amos_autoseg.training.metrics_log import EpochRecord, TrainingLog, time_left_text
 from amos_autoseg.training.online_dice import PseudoDice
 from amos_autoseg.training.schedule import poly_lr, set_lr
 from amos_autoseg.training.step import StepParts, train_step, val_step
@@ -56,15 +62,28 @@ class LoopSettings:
 
 
 @dataclass(frozen=True)
+class PartialEpoch:
+    """The part of an epoch done before a stop: the training losses of its steps so far and the seconds spent."""
+
+    losses: tuple[float, ...] = ()
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class TrainState:
-    """Where the run stands: completed epochs and optimiser steps."""
+    """Where the run stands: completed epochs, optimiser steps, and the unfinished epoch a stop left."""
 
     epoch: int = 0
     global_step: int = 0
+    partial: PartialEpoch | None = None
 
 
 def _noop(*_: Any) -> None:
     return None
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass
@@ -81,6 +100,8 @@ class LoopParts:
         on_train_start: called with the state before the first epoch.
         on_epoch_end: called with the new state and the epoch's record (checkpointing, log files).
         on_train_end: called with the final state.
+        should_stop: asked at every step boundary (the same number of times on every rank).
+        on_stop: called with the state of a run stopped inside an epoch (``partial`` set).
     """
 
     step: StepParts
@@ -92,10 +113,13 @@ class LoopParts:
     on_train_start: Callable[[TrainState], None] = _noop
     on_epoch_end: Callable[[TrainState, EpochRecord], None] = _noop
     on_train_end: Callable[[TrainState], None] = _noop
+    should_stop: Callable[[], bool] = _never
+    on_stop: Callable[[TrainState], None] = _noop
 
 
 def run_training(parts: LoopParts, settings: LoopSettings, state: TrainState = TrainState()) -> TrainState:
-    """Train from ``state`` until ``settings.epochs`` (or ``stop_after_epoch``) epochs are complete.
+    """Train from ``state`` until ``settings.epochs`` (or ``stop_after_epoch``) epochs are complete, or until
+    ``parts.should_stop()``: then the returned state is where it stopped, and ``on_train_end`` is not called.
 
     One training and one validation stream are opened for the whole run (loader workers start once), and each
     epoch takes its batches from them.
@@ -104,13 +128,16 @@ def run_training(parts: LoopParts, settings: LoopSettings, state: TrainState = T
     last = settings.epochs if settings.stop_after_epoch is None else min(settings.epochs, settings.stop_after_epoch)
     if state.epoch < last:
         todo = last - state.epoch
-        train = parts.train_batches(state.global_step, todo * settings.iterations_per_epoch)
+        done = len(state.partial.losses) if state.partial else 0
+        train = parts.train_batches(state.global_step, todo * settings.iterations_per_epoch - done)
         val = parts.val_batches(state.epoch * settings.val_iterations_per_epoch,
                                 todo * settings.val_iterations_per_epoch)
         try:
             train_it, val_it = iter(train), iter(val)
             while state.epoch < last:
                 state = run_epoch(parts, settings, state, train_it, val_it)
+                if state.partial is not None or parts.should_stop():
+                    return state
         finally:
             for stream in (train, val):
                 close = getattr(stream, "close", None)
@@ -122,22 +149,47 @@ def run_training(parts: LoopParts, settings: LoopSettings, state: TrainState = T
 
 def run_epoch(parts: LoopParts, settings: LoopSettings, state: TrainState, train: Iterator[Batch],
               val: Iterator[Batch]) -> TrainState:
-    """One epoch: training steps, validation steps, record, ``on_epoch_end``. Returns the new state."""
+    """One epoch (or the rest of a partial one): training steps, validation steps, record, ``on_epoch_end``.
+
+    Returns the new state; on a stop inside the epoch, the state with ``partial`` set (after ``on_stop``).
+    """
     lr = poly_lr(state.epoch, settings.epochs, settings.initial_lr, settings.poly_exponent)
     set_lr(parts.step.optimizer, lr)
     start = time.perf_counter()
-    train_loss = _train_epoch(parts, settings, state, train)
-    val_loss, dice = _validate_epoch(parts, settings, val)
-    seconds = time.perf_counter() - start
-    new_state = replace(state, epoch=state.epoch + 1,
-                        global_step=state.global_step + settings.iterations_per_epoch)
+    losses = _train_epoch(parts, settings, state, train)
+    val_loss, dice = (None, []) if len(losses) < settings.iterations_per_epoch or parts.should_stop() \
+        else _validate_epoch(parts, settings, val)
+    if val_loss is None:
+        return _stopped(parts, state, losses, time.perf_counter() - start)
+    train_loss = _mean_over_ranks(losses, parts.ctx)
+    seconds = time.perf_counter() - start + (state.partial.seconds if state.partial else 0.0)
+    new_state = TrainState(state.epoch + 1,
+                           state.global_step + settings.iterations_per_epoch - _steps_done(state))
     record = parts.log.add(state.epoch, lr, train_loss, val_loss, dice, seconds, settings.iterations_per_epoch)
     if parts.ctx.is_main:
-        log.info("epoch %d/%d: lr %.5f, train loss %.4f, val loss %.4f, pseudo Dice %.4f (EMA %.4f), %.1f s",
-                 state.epoch + 1, settings.epochs, lr, train_loss, val_loss, record.mean_fg_dice,
-                 record.ema_fg_dice, seconds)
+        log.info("epoch %d/%d: lr %.5f, train loss %.4f, val loss %.4f, pseudo Dice %s %% (EMA %s %%), %.1f s%s",
+                 state.epoch + 1, settings.epochs, lr, train_loss, val_loss, _pct(record.mean_fg_dice),
+                 _pct(record.ema_fg_dice), seconds, time_left_text(parts.log, settings.epochs))
     parts.on_epoch_end(new_state, record)
     return new_state
+
+
+def _pct(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{100.0 * value:.1f}"
+
+
+def _steps_done(state: TrainState) -> int:
+    return len(state.partial.losses) if state.partial else 0
+
+
+def _stopped(parts: LoopParts, state: TrainState, losses: list[torch.Tensor], seconds: float) -> TrainState:
+    """The state of a run stopped inside an epoch; ``on_stop`` is called with it."""
+    values = tuple(float(x) for x in losses)  # one host sync, at the stop only
+    before = state.partial.seconds if state.partial else 0.0
+    stopped = TrainState(state.epoch, state.global_step + len(values) - _steps_done(state),
+                         PartialEpoch(values, before + seconds))
+    parts.on_stop(stopped)
+    return stopped
 
 
 def _take(batches: Iterator[Batch], n: int, what: str) -> Iterator[Batch]:
@@ -148,22 +200,38 @@ def _take(batches: Iterator[Batch], n: int, what: str) -> Iterator[Batch]:
             raise RuntimeError(f"the {what} stream ended after {i} of {n} batches") from None
 
 
-def _train_epoch(parts: LoopParts, settings: LoopSettings, state: TrainState, batches: Iterator[Batch]) -> float:
+def _train_epoch(parts: LoopParts, settings: LoopSettings, state: TrainState,
+                 batches: Iterator[Batch]) -> list[torch.Tensor]:
+    """The epoch's training losses: those of a partial epoch's steps, then one per step until the epoch is done or
+    ``should_stop`` answers yes (asked before every step)."""
     parts.step.model.train()
-    n = settings.iterations_per_epoch
+    device = parts.step.device
+    losses = [torch.tensor(v, dtype=torch.float32, device=device) for v in (state.partial or PartialEpoch()).losses]
+    n = settings.iterations_per_epoch - len(losses)
     bar = progress(_take(batches, n, "training"), n, f"epoch {state.epoch + 1}",
                    enabled=None if settings.show_progress and parts.ctx.is_main else False)
-    losses = [train_step(parts.step, batch) for batch in bar]
-    return _mean_over_ranks(losses, parts.ctx)
+    for _ in range(n):
+        if parts.should_stop():
+            break
+        losses.append(train_step(parts.step, next(bar)))
+    return losses
 
 
-def _validate_epoch(parts: LoopParts, settings: LoopSettings, batches: Iterator[Batch]) -> tuple[float, list[float]]:
+def _validate_epoch(parts: LoopParts, settings: LoopSettings,
+                    batches: Iterator[Batch]) -> tuple[float | None, list[float]]:
+    """Validation loss and pseudo-Dice; ``(None, [])`` when ``should_stop`` answers yes before a step."""
     n = settings.val_iterations_per_epoch
     dice = PseudoDice(parts.num_classes)
     if n <= 0:
         return float("nan"), dice.result(parts.ctx)
     parts.step.model.eval()
-    losses = [val_step(parts.step, batch, dice) for batch in _take(batches, n, "validation")]
+    losses = []
+    taken = _take(batches, n, "validation")
+    for _ in range(n):
+        if parts.should_stop():
+            parts.step.model.train()
+            return None, []
+        losses.append(val_step(parts.step, next(taken), dice))
     parts.step.model.train()
     return _mean_over_ranks(losses, parts.ctx), dice.result(parts.ctx)
 

@@ -1,4 +1,6 @@
-"""The training log: one record per epoch, written as ``log.csv`` and drawn as ``progress.png``.
+"""The training log: one record per epoch, written as ``log.csv``, drawn as ``progress.png``, and, when the
+optional ``tensorboard`` package is installed (``pip install 'amos-autoseg[tensorboard]'``), written as TensorBoard
+event files into ``tensorboard/`` beside them (:class:`EventLog`).
 
 The log is part of the checkpoint (``TrainingLog.state()``), so a resumed run continues the same file.
 The exponential moving average of the mean foreground pseudo-Dice uses nnU-Net's factor 0.9.
@@ -7,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -15,7 +18,10 @@ from typing import Any
 
 from amos_autoseg.utils import atomic
 
+log = logging.getLogger(__name__)
 EMA_FACTOR = 0.9
+EVENTS_DIR = "tensorboard"
+_said_no_tensorboard = False
 
 
 @dataclass
@@ -99,6 +105,76 @@ class TrainingLog:
         atomic.write_text(folder / "log.csv", self.csv_text())
         if plot and self.records:
             write_progress_png(self, folder / "progress.png")
+
+
+class EventLog:
+    """TensorBoard event files of a fold (``<fold>/tensorboard/``), one point per epoch and scalar.
+
+    Scalars: ``loss/train``, ``loss/val``, ``pseudo_dice/mean``, ``pseudo_dice/ema``, ``pseudo_dice/<class>``,
+    ``lr`` and ``epoch_seconds``, at step = epoch number. A resumed run purges the points from its first epoch on,
+    so a run stopped and continued draws one clean curve. Without the ``tensorboard`` package the run says so once
+    and writes none (log.csv and progress.png are written either way).
+
+    Args:
+        folder: the fold folder.
+        first_epoch: the epoch the run starts at (0, or the resumed epoch).
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], first_epoch: int) -> None:
+        global _said_no_tensorboard
+        self.writer: Any = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            if not _said_no_tensorboard:
+                log.info("TensorBoard event files skipped: the tensorboard package is not installed "
+                         "(pip install 'amos-autoseg[tensorboard]'); log.csv and progress.png are written")
+                _said_no_tensorboard = True
+            return
+        self.writer = SummaryWriter(str(Path(folder) / EVENTS_DIR), purge_step=first_epoch if first_epoch else None)
+
+    def add(self, record: EpochRecord) -> None:
+        """Write one epoch's scalars and flush them (a run killed later keeps them)."""
+        if self.writer is None:
+            return
+        values = {"loss/train": record.train_loss, "loss/val": record.val_loss, "lr": record.lr,
+                  "pseudo_dice/mean": record.mean_fg_dice, "pseudo_dice/ema": record.ema_fg_dice,
+                  "epoch_seconds": record.epoch_seconds,
+                  **{f"pseudo_dice/{i + 1}": d for i, d in enumerate(record.pseudo_dice)}}
+        for tag, value in values.items():
+            if math.isfinite(value):
+                self.writer.add_scalar(tag, value, record.epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def duration_text(seconds: float) -> str:
+    """A duration for people: ``45 s``, ``12 min``, ``3 h 05 min``, ``2 d 7 h``."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = int(round(seconds / 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+def time_left_text(log: TrainingLog, epochs: int, window: int = 5) -> str:
+    """``", about 3 h 05 min left"``: the mean time of the last ``window`` epochs times the epochs still to run
+    (the final validation not included); empty once no epoch is left."""
+    left = epochs - (log.records[-1].epoch + 1) if log.records else 0
+    recent = [r.epoch_seconds for r in log.records[-window:] if math.isfinite(r.epoch_seconds)]
+    if left <= 0 or not recent:
+        return ""
+    return f", about {duration_text(left * sum(recent) / len(recent))} left"
 
 
 def write_progress_png(log: TrainingLog, path: str | os.PathLike[str]) -> None:

@@ -128,7 +128,9 @@ def validate_fold(model: nn.Module, plans: Plans, config: str, case_ids: Sequenc
         reference: case id -> :class:`Reference`; default reads the plan's data folder.
         save_probabilities: also write ``<case>.npz`` (what ``find-best`` ensembles).
     """
-    from amos_autoseg.evaluation.metrics import evaluate_case
+    from amos_autoseg.evaluation.aggregate import case_mean
+    from amos_autoseg.evaluation.metrics import evaluate_case_detailed
+    from amos_autoseg.evaluation.report import percent
     from amos_autoseg.io.image import write_image
 
     if not case_ids:
@@ -156,12 +158,12 @@ def validate_fold(model: nn.Module, plans: Plans, config: str, case_ids: Sequenc
                 np.savez_compressed(tmp, probabilities=probs)
             del probs
         write_image(pred, ref.geometry, out_dir / f"{case_id}.nii.gz")
-        scores_case = evaluate_case(pred, ref.labels, ref.geometry.spacing, fg_labels, tolerance_mm,
-                                    ignore_label=plans.ignore_label)
+        scores, presence = evaluate_case_detailed(pred, ref.labels, ref.geometry.spacing, fg_labels, tolerance_mm,
+                                                  ignore_label=plans.ignore_label)
         per_case[case_id] = {"modality": ref.modality,
-                             "labels": {str(k): v for k, v in sorted(scores_case.items())}}
-        log.info("validation %s: mean DSC %.4f", case_id,
-                 float(np.mean([v["dsc"] for v in scores_case.values()])))
+                             "labels": {str(k): v for k, v in sorted(scores.items())}, **presence}
+        log.info("validation %s: mean DSC %s %% over the %d organ(s) of its reference", case_id,
+                 percent(case_mean(per_case[case_id])), len(presence["ref_labels"]))
     return _gather_and_write(per_case, fg_labels, tolerance_mm, out_dir, ctx)
 
 
@@ -175,7 +177,8 @@ def default_loader(paths: ExperimentPaths, plans: Plans, config: str) -> Callabl
 
 def _gather_and_write(per_case: dict[str, Any], fg_labels: Sequence[int], tolerance_mm: float, out_dir: Path,
                       ctx: DistContext) -> dict[str, Any] | None:
-    from amos_autoseg.evaluation.metrics import aggregate
+    from amos_autoseg.evaluation.aggregate import aggregate
+    from amos_autoseg.evaluation.report import summary_lines
 
     if ctx.distributed:
         import torch.distributed as dist
@@ -187,6 +190,7 @@ def _gather_and_write(per_case: dict[str, Any], fg_labels: Sequence[int], tolera
         return None
     metrics = aggregate(per_case, fg_labels, tolerance_mm)
     atomic.write_json(out_dir / "metrics.json", metrics)
-    log.info("validation of %d cases: mean DSC %.4f, NSD %.4f -> %s", len(per_case), metrics["mean"]["dsc"],
-             metrics["mean"]["nsd"], out_dir / "metrics.json")
+    for line in summary_lines(metrics):
+        log.info("validation %s", line.strip())
+    log.info("validation metrics: %s", out_dir / "metrics.json")
     return metrics
