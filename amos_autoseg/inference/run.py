@@ -44,6 +44,7 @@ class PredictOptions:
     postprocessing: bool = True
     shard: str | None = None
     tile_batch_size: int | None = None
+    precision: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def predict_folder(opts: PredictOptions) -> PredictSummary:
         from amos_autoseg.inference.predictor import Predictor
 
         predictor = Predictor.from_experiment(opts.exp, opts.config, opts.folds, opts.device, opts.tta,
-                                              opts.tile_batch_size)
+                                              opts.tile_batch_size, opts.precision)
         return predictor, _rules(paths, opts)
 
     return run_prediction(opts, load)
