@@ -180,6 +180,8 @@ class Predictor:
             models.append(compute.prepare_model(model, dev, channels_last))
             mirror = fold.mirror_axes if mirror is None else tuple(a for a in mirror if a in fold.mirror_axes)
         batch = tile_batch_size or (cfg.batch_size if dev.type == "cuda" else 1)
+        if dev.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed tile shapes: tune the convolutions once (as nnU-Net)
         log.info("loaded %d fold(s) of %s on %s (TTA axes %s, %d tile(s) per pass, %s%s)", len(models), config,
                  dev, list(mirror or ()) if tta else "off", batch, compute.precision_name(dtype),
                  ", channels-last" if channels_last else "")
@@ -229,8 +231,7 @@ class Predictor:
         meaningful in a float16 buffer. ``softmax`` over axis 0 gives probabilities. The result stays where it
         was accumulated (the device, or the host after running out of memory there).
         """
-        image = torch.as_tensor(np.ascontiguousarray(data, dtype=np.float32)) if isinstance(data, np.ndarray) \
-            else data.float()
+        image = _as_tensor(data)
         patch = list(self.plans.configuration(self.config).patch_size)
         patch = [1, *patch] if self.is_2d else patch
 
@@ -302,6 +303,15 @@ class Predictor:
         for model in self.models:
             model.to(device)
         return self.models
+
+
+def _as_tensor(data: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A float32 tensor of ``data``, sharing its memory where possible (read-only arrays, e.g. memory maps, are
+    copied: torch tensors are writable)."""
+    if isinstance(data, torch.Tensor):
+        return data.float()
+    array = np.ascontiguousarray(data, dtype=np.float32)
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
 
 
 def _in_channels(state: dict[str, Any], path: Path) -> int:
