@@ -181,9 +181,7 @@ class SlabResampler:
         x = self.scores[:, start:stop].to(self.device, torch.float32)
         if not self.log_scores:
             x = x.clamp_min(MIN_PROBABILITY).log_()
-        taps = (torch.as_tensor(lo - start, device=self.device),
-                None if self.hi is None else torch.as_tensor(hi - start, device=self.device),
-                None if self.w is None else torch.as_tensor(self.w[z0:z1], device=self.device))
+        taps = (lo - start, None if self.hi is None else hi - start, None if self.w is None else self.w[z0:z1])
         if self.plane_first:
             return _along_rows(self._in_plane(x), *taps)
         return self._in_plane(_along_rows(x, *taps))
@@ -208,16 +206,17 @@ def _taps(n_in: int, n_out: int, order: int) -> tuple[np.ndarray, np.ndarray | N
     return lo, hi, w.astype(np.float32)
 
 
-def _along_rows(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor | None, w: torch.Tensor | None) -> torch.Tensor:
-    """Resample axis 1 of ``x`` (K, R, y, x) at the given taps, one output row per ``lerp`` (no gathered copies)."""
+def _along_rows(x: torch.Tensor, lo: np.ndarray, hi: np.ndarray | None, w: np.ndarray | None) -> torch.Tensor:
+    """Resample axis 1 of ``x`` (K, R, y, x) at the given taps: nearest rows gathered at once, linear rows one
+    ``lerp`` each (no gathered copies; the taps stay on the host, so nothing waits for the device)."""
     if hi is None or w is None:
-        return x.index_select(1, lo)
+        return x.index_select(1, torch.as_tensor(lo, device=x.device))
     out = torch.empty((x.shape[0], len(lo), *x.shape[2:]), dtype=x.dtype, device=x.device)
-    for j, (a, b) in enumerate(zip(lo.tolist(), hi.tolist())):
+    for j, (a, b, weight) in enumerate(zip(lo.tolist(), hi.tolist(), w.tolist())):
         if a == b:
             out[:, j] = x[:, a]
         else:
-            torch.lerp(x[:, a], x[:, b], w[j], out=out[:, j])
+            torch.lerp(x[:, a], x[:, b], weight, out=out[:, j])
     return out
 
 
