@@ -9,7 +9,11 @@ import pytest
 import torch
 
 from amos_autoseg.inference import device_export
-from amos_autoseg.inference.device_export import ExportSettings, SlabResampler, export_on_device
+from amos_autoseg.inference.device_export import (
+    ExportSettings,
+    SlabResampler,
+    export_on_device,
+)
 from amos_autoseg.inference.export import export_prediction
 from amos_autoseg.io.image import read_image
 from amos_autoseg.planning.plans import ResamplingPlan
@@ -21,7 +25,7 @@ from tests.test_inference_predict import GEOMETRIES, phantom
 
 CASES = {
     **GEOMETRIES,
-    "thick-x": dict(spacing=(1.0, 0.9, 4.5), direction=oblique_direction(-10.0, flip_x=True)),
+    "thick-x": {"spacing": (1.0, 0.9, 4.5), "direction": oblique_direction(-10.0, flip_x=True)},
 }
 
 

@@ -27,7 +27,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from amos_autoseg.inference.oom import OomLadder, RunSettings, fewer_tiles, host_buffers, run_with_ladder
+from amos_autoseg.inference.oom import (
+    OomLadder,
+    RunSettings,
+    fewer_tiles,
+    host_buffers,
+    run_with_ladder,
+)
 
 log = logging.getLogger(__name__)
 
