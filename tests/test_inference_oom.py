@@ -136,3 +136,22 @@ def test_an_oom_in_the_middle_of_a_volume_leaves_nothing_behind():
     np.testing.assert_array_equal(probs, expected[1])
     assert net.calls[:4] == [32, 32, 32, 16]
     assert predictor.run_settings().tile_batch == 2
+
+
+def test_a_2d_configuration_counts_only_its_two_mirror_axes():
+    """A 2D fold may carry the plan's 3D mirror axes: its tiles flip over 2 axes (4 copies), so the ladder never
+    halves mirror groups that cannot exist."""
+    from dataclasses import replace
+
+    plans = tiny_plans()
+    cfg3d = plans.configuration("3d_fullres")
+    net2d = replace(cfg3d.network, strides=[[1, 1], [2, 2]], kernel_sizes=[[3, 3], [3, 3]],
+                    features_per_stage=[4, 8], n_blocks_per_stage=[1, 1], n_conv_per_stage_decoder=[1])
+    plans = replace(plans, configurations={"2d": replace(cfg3d, name="2d", dims=2, spacing=[1.5, 1.5],
+                                                         patch_size=[16, 16], network=net2d)})
+    predictor = Predictor(plans, "2d", [NearestIntensity()], CPU, mirror_axes=(0, 1, 2), mirror_group=8)
+    assert predictor.run_settings().mirror_group == 4
+    image, labels = phantom(shape=(6, 30, 26), seed=3)
+    geometry = Geometry(labels.shape, (4.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    out, _ = predictor.predict_image(image, geometry, "CT", progress=False)
+    assert (out == labels).mean() > 0.97

@@ -90,12 +90,21 @@ def copies_per_pass(cfg: ConfigurationPlan, device: torch.device, dtype: torch.d
     """
     bytes_per_value = 4 if dtype is None else 2
     per_copy = math.prod(cfg.patch_size) * cfg.network.features_per_stage[0] * bytes_per_value * LIVE_ACTIVATIONS
-    if device.type == "cuda" and torch.cuda.is_available():
-        free, _ = torch.cuda.mem_get_info(device)
-        budget = int(free * CUDA_FREE_FRACTION)
-    else:
-        budget = CPU_BATCH_BYTES
+    available = available_memory(device)
+    budget = int(available * CUDA_FREE_FRACTION) if available is not None else CPU_BATCH_BYTES
     return max(1, budget // per_copy)
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes a CUDA device can still give this process: free memory plus what torch's cache holds unused.
+
+    ``None`` for other devices. (``mem_get_info`` alone would shrink after the first case, once torch caches
+    the blocks it freed.)
+    """
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
 
 
 def prepare_model(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from amos_autoseg.inference.compute import available_memory
 from amos_autoseg.inference.export import MIN_PROBABILITY, ExportProperties
 from amos_autoseg.inference.oom import OomLadder, run_with_ladder
 from amos_autoseg.planning.plans import ResamplingPlan
@@ -64,10 +65,8 @@ EXPORT_LADDER: OomLadder[ExportSettings] = OomLadder((smaller_slabs, export_on_c
 
 def default_budget(device: torch.device) -> int:
     """Slab budget on ``device``: a quarter of the free memory on CUDA, ``CPU_BUDGET`` on the CPU."""
-    if device.type == "cuda" and torch.cuda.is_available():
-        free, _ = torch.cuda.mem_get_info(device)
-        return max(MIN_BUDGET, int(free * CUDA_FREE_FRACTION))
-    return CPU_BUDGET
+    available = available_memory(device)
+    return CPU_BUDGET if available is None else max(MIN_BUDGET, int(available * CUDA_FREE_FRACTION))
 
 
 def export_on_device(

@@ -90,6 +90,7 @@ class Predictor:
             fast per tile on a CPU; 1 for AMOS-sized patches on a CPU).
         channels_last: run the networks on channels-last 3D tiles (the models must be converted already).
         export_budget: bytes one export slab may use (default :func:`.device_export.default_budget`).
+        ladder: what to try after running out of memory (:mod:`.oom`).
     """
 
     plans: Plans
@@ -107,6 +108,7 @@ class Predictor:
     export_budget: int | None = None
     ladder: OomLadder[RunSettings] = field(default_factory=OomLadder)
     _limits: tuple[int, int] | None = field(default=None, init=False, repr=False, compare=False)
+    _copies: int | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_experiment(
@@ -195,9 +197,11 @@ class Predictor:
 
     def run_settings(self) -> RunSettings:
         """How the next case starts: on ``device``, with the tile and mirror limits earlier cases had to take."""
-        n_flips = len(mirror_combinations(self.mirror_axes))
-        group = self.mirror_group or min(n_flips, max(1, compute.copies_per_pass(
-            self.plans.configuration(self.config), self.device, self.autocast_dtype) // self.tile_batch_size))
+        n_flips = len(mirror_combinations(self._tile_mirror_axes()))
+        if self._copies is None:  # estimated once: the same for every case
+            self._copies = compute.copies_per_pass(self.plans.configuration(self.config), self.device,
+                                                   self.autocast_dtype)
+        group = self.mirror_group or max(1, self._copies // self.tile_batch_size)
         settings = RunSettings(self.device, self.device, self.tile_batch_size, min(group, n_flips))
         if self._limits is not None:
             settings = replace(settings, tile_batch=min(settings.tile_batch, self._limits[0]),
@@ -214,7 +218,7 @@ class Predictor:
         """
         s = settings or self.run_settings()
         flat = self.is_2d
-        axes = tuple(a + 1 for a in self.mirror_axes) if flat else self.mirror_axes
+        axes = self._tile_mirror_axes()
         dtype = self.autocast_dtype if s.compute == self.device else compute.inference_dtype("auto", s.compute)
         channels_last = self.channels_last and s.compute == self.device
         members = [mirrored(compute.network_predictor(m, dtype, s.compute, flat, channels_last), axes,
@@ -296,6 +300,11 @@ class Predictor:
         data, _, props, _ = preprocess_case(image, None, geometry, modality, phase, case_id, self.plans,
                                             self.config)
         return self.predict_preprocessed(data, props, with_probabilities, progress)
+
+    def _tile_mirror_axes(self) -> tuple[int, ...]:
+        """Mirror axes of the tiles' spatial axes: a 2D patch has axes 0 and 1 only (checkpoints may carry the
+        plan's [0, 1, 2]), which its (B, C, 1, Y, X) tiles put at 1 and 2."""
+        return tuple(a + 1 for a in self.mirror_axes if a < 2) if self.is_2d else self.mirror_axes
 
     def _models_on(self, device: torch.device) -> list[nn.Module]:
         """The networks, moved in place to ``device`` (the CPU after the last step of the OOM ladder; back to
