@@ -95,7 +95,7 @@ def predict(input: PathLike, output: PathLike, exp: PathLike | None = None, mode
             config: str = "3d_fullres", folds: Sequence[int | str] | None = None, device: str = "auto",
             tta: bool = True, save_probabilities: bool = False, modality: str | None = None,
             meta: PathLike | None = None, postprocessing: bool = True, shard: str | None = None,
-            tile_batch_size: int | None = None) -> Any:
+            tile_batch_size: int | None = None, precision: str = "auto") -> Any:
     """Segment image files with an experiment folder or a model file (``amos-autoseg predict``).
 
     Give exactly one of ``exp`` and ``model``. Returns ``amos_autoseg.inference.run.PredictSummary``.
@@ -107,7 +107,7 @@ def predict(input: PathLike, output: PathLike, exp: PathLike | None = None, mode
     opts = PredictOptions(exp=exp if exp is not None else str(model), input=input, output=output, config=config,
                           folds=folds, device=device, tta=tta, save_probabilities=save_probabilities,
                           modality=modality, meta=meta, postprocessing=postprocessing, shard=shard,
-                          tile_batch_size=tile_batch_size)
+                          tile_batch_size=tile_batch_size, precision=precision)
     if model is not None:
         from amos_autoseg.packaging.predictor import predict_from_model
 
@@ -181,19 +181,19 @@ class Predictor:
     @classmethod
     def from_model(cls, path: PathLike, device: str = "auto", tta: bool = True,
                    folds: Sequence[int | str] | None = None, tile_batch_size: int | None = None,
-                   postprocessing: bool = True) -> Predictor:
+                   postprocessing: bool = True, precision: str = "auto") -> Predictor:
         """Load a model file made by ``amos-autoseg export`` (verified before use)."""
         from amos_autoseg.packaging.load import open_model as _open
         from amos_autoseg.packaging.predictor import load_predictor
 
         package = _open(path)
-        core = load_predictor(package, device, tta, folds, tile_batch_size)
+        core = load_predictor(package, device, tta, folds, tile_batch_size, precision)
         return cls(core, package.postprocessing if postprocessing else None)
 
     @classmethod
     def from_experiment(cls, exp: PathLike, config: str = "3d_fullres", folds: Sequence[int | str] | None = None,
                         device: str = "auto", tta: bool = True, tile_batch_size: int | None = None,
-                        postprocessing: bool = True) -> Predictor:
+                        postprocessing: bool = True, precision: str = "auto") -> Predictor:
         """Load the final checkpoints of an experiment folder (and its ``postprocessing.json`` when present).
 
         ``config`` is one configuration, a cascade stage, ``"a+b"`` (two configurations ensembled) or ``"best"``
@@ -203,7 +203,7 @@ class Predictor:
         from amos_autoseg.inference.configurations import load_predictor, resolve_config, rules_file as rules_of
         from amos_autoseg.inference.postprocess import load_rules
 
-        core = load_predictor(exp, config, folds, device, tta, tile_batch_size)
+        core = load_predictor(exp, config, folds, device, tta, tile_batch_size, precision)
         rules_file = rules_of(ExperimentPaths.at(exp), resolve_config(exp, config))
         rules = load_rules(rules_file) if postprocessing and rules_file.is_file() else None
         return cls(core, rules)

@@ -16,7 +16,9 @@
 4. The label maps of both are compared (voxel agreement): same weights, same tiles should give the same labels up
    to near-ties (nnU-Net averages logits over TTA and blends logits, we blend probabilities).
 
-Run: ``python benchmarks/predict_speed.py [--size tiny|small] [--cases 2] [--device cpu|cuda] [--no-tta-only]``.
+Run: ``python benchmarks/predict_speed.py [--size tiny|small] [--cases 2] [--device cpu|cuda] [--no-tta-only]
+[--precision auto|fp32|bf16|fp16]`` (``--precision`` is ours only; ``auto`` is bf16 on a CPU with AMX, else fp32;
+nnU-Net always runs fp32 on the CPU).
 """
 from __future__ import annotations
 
@@ -212,6 +214,8 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=2, help="test cases predicted per run")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--no-tta-only", action="store_true", help="skip the (8x slower) TTA runs")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                    help="our network's precision (amos-autoseg predict --precision)")
     ap.add_argument("--_convert", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._convert:
@@ -228,7 +232,8 @@ def main() -> None:
 
     cfg = Plans.load(exp / "plans.json").configuration("3d_fullres")
     print(f"plan: spacing {cfg.spacing}, patch {cfg.patch_size}, features {cfg.network.features_per_stage}, "
-          f"16 classes; {args.cases} test case(s) of size {args.size}; device {args.device}; work {work}")
+          f"16 classes; {args.cases} test case(s) of size {args.size}; device {args.device}; our precision "
+          f"{args.precision}; work {work}")
     env = nnunet_env(work / "raw", work / "preprocessed", work / "results")
     rows = []
     for tta in ([False] if args.no_tta_only else [False, True]):
@@ -238,7 +243,8 @@ def main() -> None:
             for f in d.glob("*") if d.exists() else []:
                 f.unlink()
         ours_cmd = [sys.executable, "-m", "amos_autoseg", "predict", str(exp), "--input", str(test), "--output",
-                    str(ours_out), "--folds", "0", "--device", args.device, "--no-postprocessing"]
+                    str(ours_out), "--folds", "0", "--device", args.device, "--no-postprocessing",
+                    "--precision", args.precision]
         nn_cmd = [str(nnunet_bin("nnUNetv2_predict")), "-i", str(test), "-o", str(nn_out), "-d", str(DATASET_ID),
                   "-c", "3d_fullres", "-f", "0", "-device", args.device, "--disable_progress_bar"]
         t_ours, c_ours, m_ours = measure(ours_cmd + ([] if tta else ["--no-tta"]), env)

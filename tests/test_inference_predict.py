@@ -145,3 +145,24 @@ def test_a_2d_configuration_slides_over_every_slice():
     out, _ = predictor.predict_image(image, geometry, "CT", progress=False)
     assert out.shape == labels.shape and (out == labels).mean() > 0.97
     assert all(len(s) == 4 and s[2:] == (16, 16) for s in seen)  # the network saw 2D slices only
+
+
+def test_a_stored_preprocessed_case_predicts_as_the_raw_image(tmp_path):
+    """``predict_preprocessed`` (what validation runs on stored cases) equals ``predict_image`` on the raw image."""
+    from amos_autoseg.preprocessing.storage import open_case, write_case
+
+    image, labels = phantom(seed=6)
+    spec = GEOMETRIES["anisotropic"]
+    path = write_nifti(tmp_path / "case.nii.gz", image, spec["spacing"], (1.0, 2.0, 3.0), spec["direction"])
+    image, geometry = read_image(path)
+    plans = tiny_plans()
+    data, seg, props, locations = preprocess_case(image, labels, geometry, "CT", "unknown", "case", plans,
+                                                  "3d_fullres")
+    write_case(tmp_path / "pp", "case", data, seg, props, locations, patch_size=(8, 16, 16))
+    stored = open_case(tmp_path / "pp", "case")
+    predictor = Predictor(plans, "3d_fullres", [NearestIntensity()], torch.device("cpu"), mirror_axes=(1, 2))
+    from_stored = predictor.predict_preprocessed(np.asarray(stored.data[:]), stored.properties, True, False)
+    from_raw = predictor.predict_image(image, geometry, "CT", with_probabilities=True, progress=False)
+    np.testing.assert_array_equal(from_stored[0], from_raw[0])
+    np.testing.assert_array_equal(from_stored[1], from_raw[1])
+    assert (from_stored[0] == labels).mean() > 0.97

@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="do not apply EXP/<config>/postprocessing.json")
     p.add_argument("--tile-batch-size", type=int, default=None, metavar="B",
                    help="tiles per forward pass (default: 1 on the CPU, the training batch size on CUDA)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="network arithmetic: auto = the plan's mixed precision on CUDA, bf16 on CPUs with AMX, "
+                        "else fp32 (default: auto)")
     p.add_argument("--preview", action="store_true",
                    help="also write OUT/previews/<case>.png (amos-autoseg preview) for every predicted case")
     common.add_shard(p)
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, tta=not args.no_tta, save_probabilities=args.save_probabilities,
         modality=args.modality, meta=args.meta, postprocessing=not args.no_postprocessing,
         shard=args.shard, tile_batch_size=args.tile_batch_size, keep_going=args.keep_going,
-        guess_modality=args.guess_modality,
+        guess_modality=args.guess_modality, precision=args.precision,
     )
     from amos_autoseg.errors import InputErrors
 

@@ -149,22 +149,23 @@ class EnsemblePredictor:
 
 
 def load_predictor(exp: str | os.PathLike[str], config: str, folds: Sequence[int | str] | None = None,
-                   device: str = "auto", tta: bool = True, tile_batch_size: int | None = None) -> ImagePredictor:
+                   device: str = "auto", tta: bool = True, tile_batch_size: int | None = None,
+                   precision: str = "auto") -> ImagePredictor:
     """The predictor ``predict --config config`` runs (``config`` may be ``best``, ``a+b`` or a cascade stage)."""
     config = resolve_config(exp, config)
     members = ensemble_members(config)
-    loaded = [_load_one(exp, m, folds, device, tta, tile_batch_size) for m in members]
+    loaded = [_load_one(exp, m, folds, device, tta, tile_batch_size, precision) for m in members]
     return loaded[0] if len(loaded) == 1 else EnsemblePredictor(loaded)
 
 
 def _load_one(exp: str | os.PathLike[str], config: str, folds: Sequence[int | str] | None, device: str,
-              tta: bool, tile_batch_size: int | None) -> ImagePredictor:
+              tta: bool, tile_batch_size: int | None, precision: str = "auto") -> ImagePredictor:
     from amos_autoseg.inference.predictor import Predictor
     from amos_autoseg.planning.plans import Plans
 
     paths = ExperimentPaths.at(exp)
     previous = Plans.load(paths.plans).configuration(config).previous_stage
-    stage = Predictor.from_experiment(exp, config, folds, device, tta, tile_batch_size)
+    stage = Predictor.from_experiment(exp, config, folds, device, tta, tile_batch_size, precision)
     if previous is None:
         return stage
-    return CascadePredictor(_load_one(exp, previous, folds, device, tta, tile_batch_size), stage)
+    return CascadePredictor(_load_one(exp, previous, folds, device, tta, tile_batch_size, precision), stage)

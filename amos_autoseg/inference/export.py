@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from amos_autoseg.inference.oom import OomLadder, run_with_ladder
 from amos_autoseg.planning.plans import Plans, ResamplingPlan
 from amos_autoseg.preprocessing.resample import separate_axis
 
@@ -103,8 +104,8 @@ def export_prediction(
 
     Args:
         probabilities: ``(K, *shape_after_resample)`` class probabilities on the preprocessed grid (any float
-            type, any device; the work happens on that device and falls back to the CPU when it runs out of
-            memory); with ``log_scores``, log-probabilities or logits instead.
+            type, any device; the work happens on that device and, after running out of memory there, on the
+            CPU); with ``log_scores``, log-probabilities or logits instead.
         properties: the case's preprocessing record.
         plans: the plan (for the configuration's resampling orders).
         config: configuration name.
@@ -117,14 +118,17 @@ def export_prediction(
         (K, z, y, x) float16 or ``None``. Outside the crop box the label is 0 and the background probability 1.
     """
     resampling = plans.configuration(config).resampling
-    try:
-        return _export(probabilities, properties, resampling, with_probabilities, chunk_bytes, log_scores)
-    except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
-        if probabilities.device.type == "cpu" or not _is_oom(exc):
-            raise
-        log.warning("out of memory exporting on %s; exporting on the CPU", probabilities.device)
-        torch.cuda.empty_cache()
-        return _export(probabilities.cpu(), properties, resampling, with_probabilities, chunk_bytes, log_scores)
+
+    def attempt(device: torch.device) -> tuple[np.ndarray, np.ndarray | None]:
+        scores = probabilities if device == probabilities.device else probabilities.to(device)
+        return _export(scores, properties, resampling, with_probabilities, chunk_bytes, log_scores)
+
+    result, _, _ = run_with_ladder(attempt, probabilities.device, OomLadder((_on_cpu,)), lambda d: (d,), "export")
+    return result
+
+
+def _on_cpu(device: torch.device) -> tuple[torch.device, str] | None:
+    return None if device.type == "cpu" else (torch.device("cpu"), "the export on the CPU")
 
 
 def export_labels(
@@ -141,10 +145,6 @@ def export_probabilities(
     labels, probs = export_prediction(probabilities, properties, plans, config, with_probabilities=True)
     assert probs is not None
     return labels, probs
-
-
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 def _export(

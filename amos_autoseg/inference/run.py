@@ -52,6 +52,7 @@ class PredictOptions:
     tile_batch_size: int | None = None
     keep_going: bool = False
     guess_modality: bool = False
+    precision: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ def predict_folder(opts: PredictOptions) -> PredictSummary:
         from amos_autoseg.inference.configurations import load_predictor
 
         # --config: one configuration, a cascade stage, "a+b" (an ensemble) or "best" (find-best's choice)
-        predictor = load_predictor(opts.exp, opts.config, opts.folds, opts.device, opts.tta, opts.tile_batch_size)
+        predictor = load_predictor(opts.exp, opts.config, opts.folds, opts.device, opts.tta, opts.tile_batch_size,
+                                   opts.precision)
         return predictor, _rules(paths, opts)  # type: ignore[return-value]
 
     modalities = Plans.load(paths.plans).modalities if paths.plans.is_file() else None

@@ -9,8 +9,11 @@ evenly from 0 to ``size - tile`` (rounded). The importance map is a centred Gaus
 (truncated at 4 sigma), scaled to a maximum of 10, with its zeros raised to its smallest positive value. Volumes
 smaller than the patch are zero-padded (centred) and the result is cropped back.
 
-The blend buffers live on ``accumulate_device``; if that device runs out of memory the whole volume is predicted
-again with the buffers on the CPU (the network stays on ``compute_device``).
+The blend buffers live on ``accumulate_device`` and are filled in place: each tile's output is multiplied by the
+importance map straight into its window of the preallocated sum (``addcmul_``), the weight sum is made once per
+volume. If a device runs out of memory, the failed attempt is dropped first and the volume is predicted again with
+half the tiles per pass, then with the buffers on the CPU (the network stays on ``compute_device``); see
+:mod:`.oom`.
 """
 from __future__ import annotations
 
@@ -23,6 +26,14 @@ from functools import lru_cache
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from amos_autoseg.inference.oom import (
+    OomLadder,
+    RunSettings,
+    fewer_tiles,
+    host_buffers,
+    run_with_ladder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -136,29 +147,22 @@ def sliding_window_inference(
         raise ValueError(f"tile_batch_size must be at least 1, got {tile_batch_size}")
     compute = torch.device(compute_device) if compute_device is not None else image.device
     accumulate = torch.device(accumulate_device) if accumulate_device is not None else compute
-    try:
-        return _predict(image, predictor, patch_size, step_size, gaussian, tile_batch_size, compute, accumulate,
+
+    def attempt(s: RunSettings) -> torch.Tensor:
+        return _predict(image, predictor, patch_size, step_size, gaussian, s.tile_batch, s.compute, s.accumulate,
                         dtype, progress)
-    except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
-        if accumulate.type == "cpu" or not _is_oom(exc):
-            raise
-        log.warning("out of memory with the prediction buffers on %s; predicting again with them on the CPU",
-                    accumulate)
-        _empty_cache(accumulate)
-        return _predict(image, predictor, patch_size, step_size, gaussian, tile_batch_size, compute,
-                        torch.device("cpu"), dtype, progress)
+
+    first = RunSettings(compute, accumulate, tile_batch_size)
+    result, _, _ = run_with_ladder(attempt, first, WINDOW_LADDER, lambda s: (s.compute, s.accumulate),
+                                   "the sliding window")
+    return result
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+WINDOW_LADDER: OomLadder[RunSettings] = OomLadder((fewer_tiles, host_buffers))
+"""What :func:`sliding_window_inference` tries after running out of memory (the predictor is fixed here)."""
 
 
-def _empty_cache(device: torch.device) -> None:
-    if device.type == "cuda" and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def _predict(
+def blend_tiles(
     image: torch.Tensor,
     predictor: Predictor,
     patch_size: Sequence[int],
@@ -170,7 +174,11 @@ def _predict(
     dtype: torch.dtype | None,
     progress: bool | None,
 ) -> torch.Tensor:
-    """One attempt of :func:`sliding_window_inference` with fixed devices."""
+    """One attempt of :func:`sliding_window_inference` with fixed devices and no out-of-memory handling.
+
+    Arguments as :func:`sliding_window_inference` (devices resolved). Returns ``(K, *spatial)`` of type ``dtype``
+    (default float16 on CUDA, float32 elsewhere) on ``accumulate``.
+    """
     buf_dtype = dtype or (torch.float16 if accumulate.type == "cuda" else torch.float32)
     patch = tuple(int(p) for p in patch_size)
     padded, unpad = pad_to_patch(image, patch)
@@ -179,23 +187,34 @@ def _predict(
     weights = (gaussian_importance(patch, device=accumulate, dtype=buf_dtype) if gaussian
                else torch.ones(patch, device=accumulate, dtype=buf_dtype))
     corners = list(itertools.product(*tile_starts(spatial, patch, step_size)))
+    windows = [tuple(slice(c, c + p) for c, p in zip(corner, patch)) for corner in corners]
     total: torch.Tensor | None = None
-    weight_sum = torch.zeros(spatial, device=accumulate, dtype=buf_dtype)
-    for batch in _batches(corners, tile_batch_size, progress):
-        slices = [tuple(slice(c, c + p) for c, p in zip(corner, patch)) for corner in batch]
-        tiles = torch.stack([source[(slice(None), *s)] for s in slices]).to(compute, non_blocking=True)
+    for batch in _batches(windows, tile_batch_size, progress):
+        tiles = torch.stack([source[(slice(None), *w)] for w in batch]).to(compute, non_blocking=True)
         out = predictor(tiles)
+        del tiles
         if out.shape[0] != len(batch) or tuple(out.shape[2:]) != patch:
-            raise ValueError(f"predictor returned {tuple(out.shape)} for tiles {tuple(tiles.shape)}")
+            raise ValueError(f"predictor returned {tuple(out.shape)} for {len(batch)} tile(s) of {list(patch)}")
         out = out.to(accumulate, buf_dtype)
         if total is None:
             total = torch.zeros((out.shape[1], *spatial), device=accumulate, dtype=buf_dtype)
-        for b, s in enumerate(slices):
-            total[(slice(None), *s)].addcmul_(out[b], weights)
-            weight_sum[s] += weights
+        for b, w in enumerate(batch):
+            total[(slice(None), *w)].addcmul_(out[b], weights)
+        del out
     assert total is not None  # at least one tile always exists
-    total /= weight_sum
+    total /= _weight_sum(spatial, windows, weights)
     return total[(slice(None), *unpad)]
+
+
+_predict = blend_tiles  # the attempt sliding_window_inference retries (looked up at call time: tests replace it)
+
+
+def _weight_sum(spatial: Sequence[int], windows: list[tuple[slice, ...]], weights: torch.Tensor) -> torch.Tensor:
+    """Sum of the importance maps of all tiles at every voxel."""
+    total = torch.zeros(tuple(spatial), device=weights.device, dtype=weights.dtype)
+    for w in windows:
+        total[w] += weights
+    return total
 
 
 def pad_to_patch(image: torch.Tensor, patch: Sequence[int]) -> tuple[torch.Tensor, tuple[slice, ...]]:
@@ -217,9 +236,9 @@ def pad_to_patch(image: torch.Tensor, patch: Sequence[int]) -> tuple[torch.Tenso
 
 
 def _batches(
-    corners: list[tuple[int, ...]], size: int, progress: bool | None
-) -> Iterator[list[tuple[int, ...]]]:
+    windows: list[tuple[slice, ...]], size: int, progress: bool | None
+) -> Iterator[list[tuple[slice, ...]]]:
     from amos_autoseg.utils.parallel import progress as bar
 
-    groups = [corners[i:i + size] for i in range(0, len(corners), size)]
+    groups = [windows[i:i + size] for i in range(0, len(windows), size)]
     yield from bar(groups, len(groups), "tiles", enabled=progress, unit="batch")

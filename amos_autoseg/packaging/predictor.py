@@ -44,6 +44,7 @@ def load_predictor(
     tta: bool = True,
     folds: Sequence[int | str] | None = None,
     tile_batch_size: int | None = None,
+    precision: str = "auto",
 ):  # -> amos_autoseg.inference.predictor.Predictor
     """Networks of the model file's folds, ready on ``device``.
 
@@ -53,6 +54,7 @@ def load_predictor(
         tta: mirror over the axes every chosen fold was trained to be mirror-invariant on.
         folds: folds to ensemble (default: every fold in the file).
         tile_batch_size: tiles per forward pass (default: 1 on the CPU, the training batch size on CUDA).
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (``amos_autoseg.inference.compute``).
 
     Raises:
         InputError: a bad model file, or weights that do not fit its plan.
@@ -63,7 +65,8 @@ def load_predictor(
     weights = [FoldWeights(f.name, f.state_dict, tuple(f.mirror_axes), package.path, package.model.in_channels)
                for f in select_folds(package, folds)]
     log.info("model file %s", package.path)
-    return Predictor.from_weights(package.plans, package.config, weights, device, tta, tile_batch_size)
+    return Predictor.from_weights(package.plans, package.config, weights, device, tta, tile_batch_size,
+                                  precision)
 
 
 def predict_from_model(model: str | os.PathLike[str], options: Any) -> Any:
@@ -86,6 +89,8 @@ def predict_from_model(model: str | os.PathLike[str], options: Any) -> Any:
     def load() -> tuple[Any, Any]:
         rules = package.postprocessing if options.postprocessing else None
         rules = None if rules is None or rules.empty else rules
-        return load_predictor(package, options.device, options.tta, options.folds, options.tile_batch_size), rules
+        predictor = load_predictor(package, options.device, options.tta, options.folds, options.tile_batch_size,
+                                   options.precision)
+        return predictor, rules
 
     return run_prediction(options, load, package.plans.modalities)

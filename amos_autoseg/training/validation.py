@@ -93,14 +93,12 @@ def fold_predictor(model: nn.Module, plans: Plans, config: str, mirror_axes: Seq
                      tile_batch_size=tiles, autocast_dtype=precision.dtype, folds=["training"])
 
 
-def _predict_preprocessed(predictor: Any, data: np.ndarray, props: Any, plans: Plans, config: str,
-                          with_probabilities: bool) -> tuple[np.ndarray, np.ndarray | None, torch.Tensor]:
-    """Labels and probabilities on the original grid, and the log-probabilities on the preprocessed grid."""
-    from amos_autoseg.inference.export import export_prediction
-
+def _predict_preprocessed(predictor: Any, data: np.ndarray, props: Any, with_probabilities: bool,
+                          ) -> tuple[np.ndarray, np.ndarray | None, torch.Tensor]:
+    """Labels and probabilities on the original grid (exported as ``predict`` exports), and the
+    log-probabilities on the preprocessed grid (the cascade's next stage is made from them)."""
     scores = predictor.predict_log_probabilities(data, progress=False)
-    labels, probs = export_prediction(scores, props, plans, config, with_probabilities=with_probabilities,
-                                      log_scores=True)
+    labels, probs = predictor.export(scores, props, with_probabilities)
     return labels, probs, scores
 
 
@@ -144,7 +142,7 @@ def validate_fold(model: nn.Module, plans: Plans, config: str, case_ids: Sequenc
     per_case: dict[str, Any] = {}
     for case_id in list(case_ids)[ctx.rank::ctx.world_size]:
         data, props = load(folder, case_id)
-        pred, probs, scores = _predict_preprocessed(predictor, data, props, plans, config, save_probabilities)
+        pred, probs, scores = _predict_preprocessed(predictor, data, props, save_probabilities)
         if next_stage is not None:
             cascade.write_next_stage(cascade.next_stage_dir(paths, config, next_stage), case_id,
                                      cascade.next_stage_labels(scores, props, plans, config, next_stage))
