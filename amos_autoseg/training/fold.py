@@ -7,9 +7,9 @@ independent jobs never touch each other's files.
 from __future__ import annotations
 
 import json
-
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +20,14 @@ from amos_autoseg.errors import InputError, UsageError
 from amos_autoseg.experiment import ExperimentPaths
 from amos_autoseg.planning.plans import Plans, TrainingPlan
 from amos_autoseg.runtime import checkpoint as ckpt
-from amos_autoseg.training import ddp, rng
 from amos_autoseg.runtime.precision import make_scaler, resolve_precision
+from amos_autoseg.training import accel, ddp, rng
 from amos_autoseg.training.collaborators import Collaborators, StreamSpec
 from amos_autoseg.training.loop import LoopParts, LoopSettings, TrainState, run_training
 from amos_autoseg.training.loss import build_loss
 from amos_autoseg.training.metrics_log import EpochRecord, TrainingLog
 from amos_autoseg.training.options import TrainOptions, fold_cases, resolve_training, resolved_config
-from amos_autoseg.training.schedule import build_optimizer
+from amos_autoseg.training.schedule import build_optimizer, keep_fused
 from amos_autoseg.training.step import StepParts
 from amos_autoseg.utils import atomic
 
@@ -75,13 +75,24 @@ def _train(opts: TrainOptions, collab: Collaborators, ctx: ddp.DistContext) -> F
     rng.seed_everything(base)  # same initial weights on every rank
     model = collab.build_network(cfg.network, collab.in_channels(folder, train_ids[0]), plans.num_classes,
                                  deep_supervision=True).to(ctx.device)
-    optimizer = build_optimizer(model.parameters(), training.initial_lr, training.momentum, training.weight_decay)
     precision = resolve_precision(training.mixed_precision, ctx.device)
+    channels_last = accel.resolve_channels_last(training.channels_last, ctx.device, precision)
+    if channels_last:
+        accel.to_channels_last(model, len(cfg.patch_size))
+    optimizer = build_optimizer(model.parameters(), training.initial_lr, training.momentum, training.weight_decay,
+                                fused=precision.needs_scaler)
     scaler = make_scaler(precision)
+    settings = LoopSettings(training.epochs, training.iterations_per_epoch, training.val_iterations_per_epoch,
+                            training.initial_lr, training.poly_exponent, opts.stop_after_epoch,
+                            lr_schedule=training.lr_schedule, warmup_iterations=training.warmup_iterations)
+    schedule = settings.schedule  # a bad schedule is refused here, before anything is written
+    if schedule.kind != "poly":
+        log.info("learning rate: %s with %d warm-up steps", schedule.kind, schedule.warmup_steps)
     state, train_log = TrainState(), TrainingLog()
     rng.seed_everything(rng.derive_seed(base, _PROCESS_RNG, ctx.rank))
     if resume_from is not None:
         state, train_log = _restore(resume_from, model, optimizer, scaler, ctx)
+        keep_fused(optimizer, precision.needs_scaler)
         log.info("resuming %s at epoch %d (step %d)", fold_dir, state.epoch, state.global_step)
     if state.epoch > training.epochs:
         raise UsageError(f"{fold_dir / ckpt.LATEST}: already {state.epoch} epochs, more than --epochs "
@@ -92,12 +103,16 @@ def _train(opts: TrainOptions, collab: Collaborators, ctx: ddp.DistContext) -> F
         atomic.clean_stale_temps(fold_dir)
         atomic.write_json(fold_dir / "resolved_config.json", resolved_config(
             training, opts, device=str(ctx.device), world_size=ctx.world_size, precision=precision.name,
+            compiled=accel.resolve_compile(training.compile, ctx.device), channels_last=channels_last,
             train_cases=len(train_ids), val_cases=len(val_ids), start_epoch=state.epoch))
 
-    trained = _wrap(model, training, ctx)
-    gather = ddp.all_gather_with_grad if ctx.distributed and cfg.batch_dice else None
+    trained, eager = _wrap(model, training, ctx)
+    gather = None
+    if ctx.distributed and cfg.batch_dice:
+        gather = partial(ddp.all_gather_with_grad, sizes=ddp.batch_sizes(cfg.batch_size, ctx.world_size))
     loss_fn = build_loss(cfg.batch_dice, training.dice_weight, training.ce_weight, gather=gather)
-    step = StepParts(trained, loss_fn, optimizer, scaler, precision, training.grad_clip_norm, ctx.device)
+    step = StepParts(trained, loss_fn, optimizer, scaler, precision, training.grad_clip_norm, ctx.device,
+                     channels_last=channels_last, eager_model=eager)
 
     def stream(ids: list[str], stream_id: int, augment: bool, workers: int) -> Any:
         return collab.batch_stream(StreamSpec(
@@ -125,8 +140,6 @@ def _train(opts: TrainOptions, collab: Collaborators, ctx: ddp.DistContext) -> F
     parts = LoopParts(step, stream(train_ids, _TRAIN_STREAM, True, opts.workers),
                       stream(val_ids, _VAL_STREAM, False, max(0, opts.workers // 2)), plans.num_classes, ctx,
                       train_log, on_epoch_end=on_epoch_end, on_train_end=on_train_end)
-    settings = LoopSettings(training.epochs, training.iterations_per_epoch, training.val_iterations_per_epoch,
-                            training.initial_lr, training.poly_exponent, opts.stop_after_epoch)
     state = run_training(parts, settings, state)
     finished = state.epoch == training.epochs
     metrics = None
@@ -173,14 +186,15 @@ def _restore(data: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opti
     return TrainState(int(data["epoch"]), int(data["global_step"])), train_log
 
 
-def _wrap(model: nn.Module, training: TrainingPlan, ctx: ddp.DistContext) -> nn.Module:
+def _wrap(model: nn.Module, training: TrainingPlan, ctx: ddp.DistContext) -> tuple[nn.Module, nn.Module | None]:
+    """The model as trained, and (when compiled) the same model uncompiled for the step's fallback."""
     out: nn.Module = model
-    if training.compile:
-        out = torch.compile(model)  # type: ignore[assignment]
     if ctx.distributed:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         out = nn.parallel.DistributedDataParallel(out, device_ids=ids)
-    return out
+    if accel.resolve_compile(training.compile, ctx.device):  # compile DDP's wrapper, as torch documents
+        return accel.compile_model(out), out
+    return out, None
 
 
 def _payload(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
@@ -190,7 +204,7 @@ def _payload(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.a
 
     return {
         "format": ckpt.FORMAT,
-        "model": ckpt.unwrap_model(model).state_dict(),
+        "model": accel.contiguous_state_dict(model),
         "optimizer": optimizer.state_dict(),
         "grad_scaler": scaler.state_dict(),
         "epoch": state.epoch,

@@ -49,7 +49,7 @@ class SoftDiceLoss(nn.Module):
         batch_dice: sum the statistics over the batch (one Dice per class) instead of per sample.
         smooth: added to numerator and denominator.
         include_background: also score class 0 (nnU-Net: no).
-        gather: under DDP with ``batch_dice``, a function that concatenates a (B_local, K) tensor over ranks
+        gather: under DDP with ``batch_dice``, a function that concatenates a (B_local, ...) tensor over ranks
             along dim 0 while passing gradients back to this rank's share (``ddp.all_gather_with_grad``).
     """
 
@@ -61,8 +61,13 @@ class SoftDiceLoss(nn.Module):
         self.include_background = include_background
         self.gather = gather
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Loss of ``logits`` (B, K, *spatial) against the label map ``target`` (B, 1, *spatial)."""
+    @property
+    def gathers(self) -> bool:
+        """Whether the statistics are concatenated over ranks before the ratio (DDP batch Dice)."""
+        return self.batch_dice and self.gather is not None
+
+    def statistics(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(B, 3, K) intersection, predicted and reference volume per sample and scored class."""
         probs = torch.softmax(logits.float(), dim=1)
         axes = tuple(range(2, logits.ndim))
         with torch.no_grad():
@@ -74,13 +79,18 @@ class SoftDiceLoss(nn.Module):
             probs = probs[:, 1:]
         intersect = (probs * onehot).sum(axes)
         sum_pred = probs.sum(axes)
-        if self.batch_dice:
-            stats = torch.stack([intersect, sum_pred, sum_ref], dim=1)  # (B, 3, K): one collective under DDP
-            if self.gather is not None:
-                stats = self.gather(stats)
-            intersect, sum_pred, sum_ref = stats.sum(0)
+        return torch.stack([intersect, sum_pred, sum_ref], dim=1)
+
+    def from_statistics(self, stats: torch.Tensor) -> torch.Tensor:
+        """The loss of (B, 3, K) statistics (already gathered over ranks where that applies)."""
+        intersect, sum_pred, sum_ref = stats.sum(0) if self.batch_dice else stats.unbind(1)
         dice = (2 * intersect + self.smooth) / (sum_ref + sum_pred + self.smooth).clamp_min(1e-8)
         return -dice.mean()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Loss of ``logits`` (B, K, *spatial) against the label map ``target`` (B, 1, *spatial)."""
+        stats = self.statistics(logits, target)
+        return self.from_statistics(self.gather(stats) if self.gathers else stats)  # type: ignore[misc]
 
 
 class DiceCELoss(nn.Module):
@@ -92,12 +102,15 @@ class DiceCELoss(nn.Module):
         self.dice_weight = dice_weight
         self.ce_weight = ce_weight
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor,
+                dice_stats: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss of one output; ``dice_stats``: its Dice statistics, already gathered over ranks (DDP)."""
         loss = logits.new_zeros((), dtype=torch.float32)
         if self.ce_weight:
             loss = loss + self.ce_weight * F.cross_entropy(logits.float(), target[:, 0].long())
         if self.dice_weight:
-            loss = loss + self.dice_weight * self.dice(logits, target)
+            dice = self.dice(logits, target) if dice_stats is None else self.dice.from_statistics(dice_stats)
+            loss = loss + self.dice_weight * dice
         return loss
 
 
@@ -105,7 +118,8 @@ class DeepSupervisionLoss(nn.Module):
     """Weighted sum of a per-output loss over the network's outputs (a list, highest resolution first).
 
     A single tensor output is scored as a list of one. Terms of weight 0 are still computed (times 0), so every
-    output head stays in the autograd graph and DDP needs no ``find_unused_parameters``.
+    output head stays in the autograd graph and DDP needs no ``find_unused_parameters``. Under DDP with batch
+    Dice the statistics of all outputs travel in one collective per step (not one per output).
     """
 
     def __init__(self, loss: nn.Module) -> None:
@@ -115,9 +129,15 @@ class DeepSupervisionLoss(nn.Module):
     def forward(self, outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         outs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
         weights = deep_supervision_weights(len(outs))
+        targets = [resize_target(target, out.shape[2:]) for out in outs]
+        stats: list[torch.Tensor | None] = [None] * len(outs)
+        dice = getattr(self.loss, "dice", None)
+        if isinstance(dice, SoftDiceLoss) and dice.gathers and self.loss.dice_weight:
+            every = torch.stack([dice.statistics(o, t) for o, t in zip(outs, targets)], dim=1)  # (B, H, 3, K)
+            stats = list(dice.gather(every).unbind(1))  # type: ignore[misc]
         total = outs[0].new_zeros((), dtype=torch.float32)
-        for w, out in zip(weights, outs):
-            total = total + w * self.loss(out, resize_target(target, out.shape[2:]))
+        for w, out, tgt, st in zip(weights, outs, targets, stats):
+            total = total + w * (self.loss(out, tgt) if st is None else self.loss(out, tgt, dice_stats=st))
         return total
 
 
