@@ -8,9 +8,10 @@ Modes (``TrainingPlan.mixed_precision``, ``train --precision``): ``fp32``, ``bf1
 * CUDA: ``bf16`` where the GPU supports it (Ampere and later), else ``fp16``. nnU-Net trains in fp16 with a
   ``GradScaler``; on GPUs with bf16 tensor cores bf16 runs at the same speed, needs no loss scaling (no skipped
   steps after an overflow) and no inf check per step. ``--precision fp16`` gives nnU-Net's recipe exactly.
-* CPU: ``bf16`` where the CPU has AMX tiles (oneDNN's bf16 convolutions are several times faster than fp32
-  there), else ``fp32``: without native bf16 arithmetic the bf16 kernels are emulated and were measured about
-  600x slower than fp32 on an AVX2 CPU (see ``benchmarks/RESULTS.md``).
+* CPU, training: ``bf16`` where the CPU has AMX tiles (oneDNN's bf16 convolutions are several times faster
+  than fp32 there), else ``fp32``: without native bf16 arithmetic the bf16 kernels are emulated, and a 3x3x3
+  convolution was measured about 600x slower than fp32 on an AVX2 CPU (``benchmarks/train_speed.py --levers``).
+* CPU, any other caller (inference): ``fp32`` unless it asks for the AMX rule (``amx_bf16=True``).
 """
 from __future__ import annotations
 
@@ -60,8 +61,13 @@ def cpu_has_amx() -> bool:
     return bool(probe()) if callable(probe) else False
 
 
-def resolve_precision(mode: str, device: torch.device) -> Precision:
+def resolve_precision(mode: str, device: torch.device, amx_bf16: bool = False) -> Precision:
     """Pick the precision for ``mode`` (``TrainingPlan.mixed_precision`` or ``--precision``) on ``device``.
+
+    Args:
+        mode: one of :data:`MODES` (or an alias).
+        device: where the network runs.
+        amx_bf16: let ``auto`` on a CPU with AMX take bf16 (training does; otherwise ``auto`` is fp32 there).
 
     Raises:
         UsageError: ``mode`` is not one of :data:`MODES` (or ``off``).
@@ -75,7 +81,7 @@ def resolve_precision(mode: str, device: torch.device) -> Precision:
         if device.type == "cuda":
             mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         else:
-            mode = "bf16" if cpu_has_amx() else "fp32"
+            mode = "bf16" if amx_bf16 and cpu_has_amx() else "fp32"
     return Precision(_DTYPES[mode], device.type)
 
 

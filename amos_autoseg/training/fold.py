@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +19,13 @@ from amos_autoseg.errors import InputError, UsageError
 from amos_autoseg.experiment import ExperimentPaths
 from amos_autoseg.planning.plans import Plans, TrainingPlan
 from amos_autoseg.runtime import checkpoint as ckpt
-from amos_autoseg.runtime.precision import make_scaler, resolve_precision
 from amos_autoseg.training import accel, ddp, rng
 from amos_autoseg.training.collaborators import Collaborators, StreamSpec
 from amos_autoseg.training.loop import LoopParts, LoopSettings, TrainState, run_training
-from amos_autoseg.training.loss import build_loss
 from amos_autoseg.training.metrics_log import EpochRecord, TrainingLog
 from amos_autoseg.training.options import TrainOptions, fold_cases, resolve_training, resolved_config
-from amos_autoseg.training.schedule import build_optimizer, keep_fused
-from amos_autoseg.training.step import StepParts
+from amos_autoseg.training.schedule import keep_fused
+from amos_autoseg.training.step_setup import finish_step, prepare_step
 from amos_autoseg.utils import atomic
 
 log = logging.getLogger(__name__)
@@ -75,13 +72,8 @@ def _train(opts: TrainOptions, collab: Collaborators, ctx: ddp.DistContext) -> F
     rng.seed_everything(base)  # same initial weights on every rank
     model = collab.build_network(cfg.network, collab.in_channels(folder, train_ids[0]), plans.num_classes,
                                  deep_supervision=True).to(ctx.device)
-    precision = resolve_precision(training.mixed_precision, ctx.device)
-    channels_last = accel.resolve_channels_last(training.channels_last, ctx.device, precision)
-    if channels_last:
-        accel.to_channels_last(model, len(cfg.patch_size))
-    optimizer = build_optimizer(model.parameters(), training.initial_lr, training.momentum, training.weight_decay,
-                                fused=precision.needs_scaler)
-    scaler = make_scaler(precision)
+    setup = prepare_step(model, training, ctx.device, len(cfg.patch_size))
+    optimizer, scaler, precision = setup.optimizer, setup.scaler, setup.precision
     settings = LoopSettings(training.epochs, training.iterations_per_epoch, training.val_iterations_per_epoch,
                             training.initial_lr, training.poly_exponent, opts.stop_after_epoch,
                             lr_schedule=training.lr_schedule, warmup_iterations=training.warmup_iterations)
@@ -103,16 +95,10 @@ def _train(opts: TrainOptions, collab: Collaborators, ctx: ddp.DistContext) -> F
         atomic.clean_stale_temps(fold_dir)
         atomic.write_json(fold_dir / "resolved_config.json", resolved_config(
             training, opts, device=str(ctx.device), world_size=ctx.world_size, precision=precision.name,
-            compiled=accel.resolve_compile(training.compile, ctx.device), channels_last=channels_last,
+            compiled=setup.compiled, channels_last=setup.channels_last,
             train_cases=len(train_ids), val_cases=len(val_ids), start_epoch=state.epoch))
 
-    trained, eager = _wrap(model, training, ctx)
-    gather = None
-    if ctx.distributed and cfg.batch_dice:
-        gather = partial(ddp.all_gather_with_grad, sizes=ddp.batch_sizes(cfg.batch_size, ctx.world_size))
-    loss_fn = build_loss(cfg.batch_dice, training.dice_weight, training.ce_weight, gather=gather)
-    step = StepParts(trained, loss_fn, optimizer, scaler, precision, training.grad_clip_norm, ctx.device,
-                     channels_last=channels_last, eager_model=eager)
+    step = finish_step(model, setup, training, cfg.batch_dice, cfg.batch_size, ctx)
 
     def stream(ids: list[str], stream_id: int, augment: bool, workers: int) -> Any:
         return collab.batch_stream(StreamSpec(
@@ -184,17 +170,6 @@ def _restore(data: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opti
     train_log = TrainingLog.from_state(data["log"])
     train_log.truncate(int(data["epoch"]))
     return TrainState(int(data["epoch"]), int(data["global_step"])), train_log
-
-
-def _wrap(model: nn.Module, training: TrainingPlan, ctx: ddp.DistContext) -> tuple[nn.Module, nn.Module | None]:
-    """The model as trained, and (when compiled) the same model uncompiled for the step's fallback."""
-    out: nn.Module = model
-    if ctx.distributed:
-        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        out = nn.parallel.DistributedDataParallel(out, device_ids=ids)
-    if accel.resolve_compile(training.compile, ctx.device):  # compile DDP's wrapper, as torch documents
-        return accel.compile_model(out), out
-    return out, None
 
 
 def _payload(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
