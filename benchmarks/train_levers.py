@@ -9,7 +9,8 @@ Two measurements, each printed as one table with ratios to the fp32 / contiguous
   with ``--variants`` (``precision[+cl][+compile]``, e.g. ``fp32 fp32+cl bf16+cl fp32+compile``).
 
 Each figure is the fastest of ``--repeats`` timed runs after one warm-up run (compilation happens in the
-warm-up). The levers are chosen per device in ``amos_autoseg/training/accel.py`` and
+warm-up); the variants take turns, and the process CPU seconds are printed beside the wall seconds because on a
+shared machine they are the steadier measure of the code's own cost. The levers are chosen per device in ``amos_autoseg/training/accel.py`` and
 ``amos_autoseg/runtime/precision.py`` from these numbers.
 
 Run: ``python benchmarks/train_levers.py [--device cpu] [--conv-shape 32 128 128] [--patch 32 64 64]
@@ -27,29 +28,33 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _best(fn, repeats: int, sync) -> float:
-    fn()
-    sync()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+def _interleaved(runs: dict, repeats: int, sync) -> list[tuple[str, float, float]]:
+    """Fastest wall and process-CPU seconds of each run; one warm-up each, then the runs take turns
+    ``repeats`` times so a shared machine's noise spreads over all of them."""
+    for fn in runs.values():
         fn()
         sync()
-        best = min(best, time.perf_counter() - start)
-    return best
+    best = {name: [float("inf"), float("inf")] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            start, cpu = time.perf_counter(), time.process_time()
+            fn()
+            sync()
+            best[name][0] = min(best[name][0], time.perf_counter() - start)
+            best[name][1] = min(best[name][1], time.process_time() - cpu)
+    return [(name, *best[name]) for name in runs]
 
 
-def conv_table(device, channels: int, shape: list[int], repeats: int, sync) -> list[tuple[str, float]]:
-    """Seconds per forward of one 3x3x3 convolution, per (precision, layout)."""
+def conv_runs(device, channels: int, shape: list[int]) -> dict:
+    """One 3x3x3 convolution's forward per (precision, layout)."""
     import torch
 
     torch.manual_seed(0)
-    conv = torch.nn.Conv3d(channels, channels, 3, padding=1).to(device)
     x = torch.randn(1, channels, *shape, device=device)
-    rows = []
+    runs = {}
     for cl in (False, True):
         fmt = torch.channels_last_3d if cl else torch.contiguous_format
-        conv = conv.to(memory_format=fmt)
+        conv = torch.nn.Conv3d(channels, channels, 3, padding=1).to(device).to(memory_format=fmt)
         xi = x.contiguous(memory_format=fmt)
         for dtype in (None, torch.bfloat16):
             def run(conv=conv, xi=xi, dtype=dtype) -> None:
@@ -57,14 +62,12 @@ def conv_table(device, channels: int, shape: list[int], repeats: int, sync) -> l
                                                      enabled=dtype is not None):
                     conv(xi)
 
-            rows.append((f"{'bf16' if dtype else 'fp32'}{' channels-last' if cl else ''}",
-                         _best(run, repeats, sync)))
-    return rows
+            runs[f"{'bf16' if dtype else 'fp32'}{' channels-last' if cl else ''}"] = run
+    return runs
 
 
-def step_table(device, patch: list[int], batch: int, features: list[int], variants: list[str], repeats: int,
-               sync) -> list[tuple[str, float]]:
-    """Seconds per training iteration of our step, per variant."""
+def step_runs(device, patch: list[int], batch: int, features: list[int], variants: list[str]) -> dict:
+    """One training iteration of our step per variant, on a fixed batch."""
     import torch
 
     from amos_autoseg.network import build_network
@@ -79,25 +82,24 @@ def step_table(device, patch: list[int], batch: int, features: list[int], varian
     g = torch.Generator().manual_seed(0)
     data = {"data": torch.randn(batch, 1, *patch, generator=g),
             "target": torch.randint(0, 4, (batch, 1, *patch), generator=g)}
-    rows = []
+    runs = {}
     for variant in variants:
         parts_of = variant.split("+")
         training = replace(TrainingPlan(), mixed_precision=parts_of[0], channels_last="cl" in parts_of,
                            compile="compile" in parts_of)
         torch.manual_seed(0)
-        model = build_network(plan, 1, 4, deep_supervision=True).to(device)
-        setup = prepare_step(model, training, device, 3)
-        step = finish_step(model, setup, training, False, batch, DistContext(device=device))
-        model.train()
-        rows.append((variant, _best(lambda: train_step(step, data), repeats, sync)))
-    return rows
+        model = build_network(plan, 1, 4, deep_supervision=True).to(device).train()
+        step = finish_step(model, prepare_step(model, training, device, 3), training, False, batch,
+                           DistContext(device=device))
+        runs[variant] = lambda step=step: train_step(step, data)
+    return runs
 
 
-def _print(title: str, rows: list[tuple[str, float]]) -> None:
-    base = rows[0][1]
-    print(f"\n{title}\n| variant | s | speed-up vs {rows[0][0]} |\n| --- | --- | --- |")
-    for name, sec in rows:
-        print(f"| {name} | {sec:.3f} | {base / sec:.2f}x |")
+def _print(title: str, rows: list[tuple[str, float, float]]) -> None:
+    wall0, cpu0 = rows[0][1], rows[0][2]
+    print(f"\n{title}\n| variant | wall s | CPU s | speed-up vs {rows[0][0]} (wall / CPU) |\n| --- | --- | --- | --- |")
+    for name, wall, cpu in rows:
+        print(f"| {name} | {wall:.3f} | {cpu:.3f} | {wall0 / wall:.2f}x / {cpu0 / cpu:.2f}x |")
 
 
 def main() -> None:
@@ -129,11 +131,12 @@ def main() -> None:
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}, AMX {cpu_has_amx()}")
     if args.skip != "conv":
-        _print(f"conv3d {args.channels}->{args.channels} 3x3x3 over {args.conv_shape}, forward (s)",
-               conv_table(device, args.channels, args.conv_shape, args.repeats, sync))
+        _print(f"conv3d {args.channels}->{args.channels} 3x3x3 over {args.conv_shape}, forward",
+               _interleaved(conv_runs(device, args.channels, args.conv_shape), args.repeats, sync))
     if args.skip != "step":
-        _print(f"training iteration, PlainConvUNet {args.features}, batch {args.batch}, patch {args.patch} (s)",
-               step_table(device, args.patch, args.batch, args.features, args.variants, args.repeats, sync))
+        _print(f"training iteration, PlainConvUNet {args.features}, batch {args.batch}, patch {args.patch}",
+               _interleaved(step_runs(device, args.patch, args.batch, args.features, args.variants), args.repeats,
+                            sync))
 
 
 if __name__ == "__main__":

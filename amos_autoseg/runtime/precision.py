@@ -10,7 +10,7 @@ Modes (``TrainingPlan.mixed_precision``, ``train --precision``): ``fp32``, ``bf1
   steps after an overflow) and no inf check per step. ``--precision fp16`` gives nnU-Net's recipe exactly.
 * CPU, training: ``bf16`` where the CPU has AMX tiles (oneDNN's bf16 convolutions are several times faster
   than fp32 there), else ``fp32``: without native bf16 arithmetic the bf16 kernels are emulated, and a 3x3x3
-  convolution was measured about 600x slower than fp32 on an AVX2 CPU (``benchmarks/train_speed.py --levers``).
+  convolution ran two orders of magnitude slower than in fp32 on an AVX2 CPU (``benchmarks/train_levers.py``).
 * CPU, any other caller (inference): ``fp32`` unless it asks for the AMX rule (``amx_bf16=True``).
 """
 from __future__ import annotations

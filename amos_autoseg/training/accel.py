@@ -1,10 +1,11 @@
-"""Speed levers of the training step that change no number: ``torch.compile`` and the channels-last layout.
+"""Speed levers of the training step that change results by float rounding only: ``torch.compile`` and the
+channels-last layout.
 
 Defaults (``TrainingPlan.compile`` / ``channels_last``, ``None`` = decide by device; ``train --compile`` /
 ``--channels-last`` and their ``--no-`` forms override):
 
 * ``torch.compile``: on for CUDA (as nnU-Net does), off for the CPU, where compiling the U-Net takes minutes
-  and measured no faster per step than oneDNN's eager kernels (``benchmarks/train_speed.py --levers``). A model
+  and measured no faster per step than oneDNN's eager kernels (``benchmarks/train_levers.py``). A model
   that fails to compile trains eagerly instead (see :func:`amos_autoseg.training.step.train_step`).
 * channels-last (``torch.channels_last_3d``): off for CUDA (nnU-Net's layout; switchable), off for an fp32
   CPU run (measured slower), on for a bf16 CPU run (AMX), where oneDNN's bf16 kernels work in that layout.
