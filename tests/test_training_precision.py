@@ -94,6 +94,22 @@ def test_fp16_overflow_skips_the_step_and_lowers_the_scale():
     assert not all(torch.equal(x, y) for x, y in zip(before, _params(model)))
 
 
+def test_resuming_under_another_precision_keeps_this_runs_optimizer_kind():
+    from amos_autoseg.training.schedule import build_optimizer, keep_fused
+
+    params = [torch.nn.Parameter(torch.ones(3))]
+    saved = build_optimizer(params, 1e-2, 0.99, 3e-5, fused=True).state_dict()  # an fp16 run's checkpoint
+    plain = build_optimizer(params, 1e-2, 0.99, 3e-5)
+    plain.load_state_dict(saved)
+    assert plain.param_groups[0]["fused"]  # load_state_dict copied the saving run's choice
+    keep_fused(plain, False)
+    assert not plain.param_groups[0]["fused"]
+    fused = build_optimizer(params, 1e-2, 0.99, 3e-5, fused=True)
+    fused.load_state_dict(plain.state_dict())
+    keep_fused(fused, True)
+    assert fused.param_groups[0]["fused"] and fused._step_supports_amp_scaling
+
+
 # -------------------------------------------------------------------------------------------- no host reads
 _READS = ("item", "tolist", "numpy", "cpu", "__float__", "__int__", "__bool__", "__index__")
 
@@ -132,6 +148,27 @@ def test_the_host_read_detector_catches_the_unfused_scaler(monkeypatch):
     train_step(parts, batch)
     monkeypatch.undo()
     assert "item" in calls  # GradScaler.step reads the inf flag on the host unless the optimizer is fused
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cuda_steps_do_not_synchronise_with_the_host(precision):
+    cuda = torch.device("cuda")
+    torch.manual_seed(0)
+    model = build_network(tiny_network_plan(), 1, 3, deep_supervision=True).to(cuda)
+    plan = replace(TrainingPlan(), mixed_precision=precision, compile=False)
+    parts = finish_step(model, prepare_step(model, plan, cuda, 3), plan, True, 2, DistContext(device=cuda))
+    batches = [move_batch(_batch(s, small=False), parts) for s in range(3)]
+    train_step(parts, batches[0])  # lazy set-up (scaler state, cuDNN plans) happens once
+    torch.cuda.synchronize()
+    dice = PseudoDice(3)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        losses = [train_step(parts, b) for b in batches[1:]]
+        val_step(parts, batches[0], dice)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert all(torch.isfinite(x) for x in losses) and len(dice.result()) == 2
 
 
 # ------------------------------------------------------------------------------------------------- compile

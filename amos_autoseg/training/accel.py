@@ -5,10 +5,12 @@ Defaults (``TrainingPlan.compile`` / ``channels_last``, ``None`` = decide by dev
 ``--channels-last`` and their ``--no-`` forms override):
 
 * ``torch.compile``: on for CUDA (as nnU-Net does), off for the CPU, where compiling the U-Net takes minutes
-  and measured no faster per step than oneDNN's eager kernels (``benchmarks/train_levers.py``). A model
-  that fails to compile trains eagerly instead (see :func:`amos_autoseg.training.step.train_step`).
+  and the compiled step measured slower than oneDNN's eager kernels (0.89x CPU time on an AVX2 CPU,
+  ``benchmarks/train_levers.py``). A model that fails to compile trains eagerly instead (see
+  :func:`amos_autoseg.training.step.train_step`).
 * channels-last (``torch.channels_last_3d``): off for CUDA (nnU-Net's layout; switchable), off for an fp32
-  CPU run (measured slower), on for a bf16 CPU run (AMX), where oneDNN's bf16 kernels work in that layout.
+  CPU run (no gain measured for a plan-sized network: 1.00x CPU time), on for a bf16 CPU run (AMX), where
+  oneDNN's bf16 convolutions work in that layout.
 
 Checkpoints always hold contiguous tensors (:func:`contiguous_state_dict`), so a checkpoint does not depend on
 the layout or on compilation and loads into any model.
