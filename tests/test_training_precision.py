@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,6 +29,7 @@ from amos_autoseg.training.step_setup import finish_step, prepare_step
 from training_fakes import fake_collaborators, global_batch, make_exp, tiny_network_plan, tiny_plans
 
 CPU = torch.device("cpu")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _batch(step: int = 0, small: bool = True) -> dict[str, torch.Tensor]:
@@ -203,21 +208,40 @@ def test_an_error_that_is_not_the_compilers_is_raised():
         train_step(parts, _batch())
 
 
-def test_compiled_step_runs_on_the_cpu_with_inductor():
-    """A real inductor build (gcc) of a two-convolution network: the step runs compiled, no fallback."""
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.LeakyReLU(1e-2),
-                              torch.nn.Conv3d(4, 3, 1))
-    eager = torch.nn.Sequential(*[m for m in net])  # the same modules, uncompiled
-    plan = replace(TrainingPlan(), mixed_precision="fp32", compile=True)
-    parts = finish_step(net, prepare_step(net, plan, CPU, 3), plan, False, 2, DistContext())
-    assert parts.eager_model is net
-    batch = {k: v[:, :, :4, :8, :8] for k, v in _batch().items()}
-    with torch.no_grad():
-        expected = parts.loss_fn(eager(batch["data"]), batch["target"].long())
-    loss = train_step(parts, batch)
-    assert parts.model is not net and parts.eager_model is None  # still compiled
-    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+_INDUCTOR_STEP = """
+import json, torch
+from dataclasses import replace
+from amos_autoseg.planning.plans import TrainingPlan
+from amos_autoseg.training.ddp import DistContext
+from amos_autoseg.training.step import train_step
+from amos_autoseg.training.step_setup import finish_step, prepare_step
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.LeakyReLU(1e-2), torch.nn.Conv3d(4, 3, 1))
+plan = replace(TrainingPlan(), mixed_precision="fp32", compile=True)
+parts = finish_step(net, prepare_step(net, plan, torch.device("cpu"), 3), plan, False, 2, DistContext())
+assert parts.eager_model is net
+g = torch.Generator().manual_seed(1)
+batch = {"data": torch.randn(2, 1, 4, 8, 8, generator=g), "target": torch.randint(0, 3, (2, 1, 4, 8, 8), generator=g)}
+with torch.no_grad():
+    expected = float(parts.loss_fn(net(batch["data"]), batch["target"]))
+loss = float(train_step(parts, batch))
+print("RESULT", json.dumps({"loss": loss, "expected": expected, "compiled": parts.model is not net,
+                            "decided": parts.eager_model is None}))
+"""
+
+
+def test_compiled_step_runs_on_the_cpu_with_inductor(tmp_path):
+    """A real inductor build (gcc) of a two-convolution network: the step runs compiled, no fallback. In a fresh
+    interpreter with its own kernel cache, so no other test's process state can change what is built."""
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"), "LC_ALL": "C.UTF-8",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", _INDUCTOR_STEP], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "torch.compile failed" not in proc.stderr, proc.stderr[-3000:]
+    result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert result["compiled"] and result["decided"]
+    assert result["loss"] == pytest.approx(result["expected"], rel=1e-5)
 
 
 def test_compiled_training_run_and_its_checkpoint(monkeypatch, tmp_path):
