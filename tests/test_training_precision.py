@@ -366,3 +366,17 @@ def test_old_plans_load_and_flags_override_them(tmp_path):
     for bad in (dict(precision="fp8"), dict(lr_schedule="step"), dict(warmup_iterations=-1)):
         with pytest.raises(UsageError):
             resolve_training(old.training, TrainOptions(exp=tmp_path, fold="0", **bad))
+
+
+def test_a_checkpoint_written_before_the_new_plan_keys_still_resumes(tmp_path):
+    exp = make_exp(tmp_path / "exp", tiny_plans())
+    opts = TrainOptions(exp=exp, fold="0", device="cpu", epochs=2, iterations_per_epoch=1,
+                        val_iterations_per_epoch=0, stop_after_epoch=1, validate=False)
+    first = train_fold(opts, fake_collaborators())
+    latest = first.fold_dir / ckpt.LATEST
+    data = ckpt.load_checkpoint(latest)
+    for key in ("compile", "channels_last", "lr_schedule", "warmup_iterations"):
+        data["plans"]["training"].pop(key)  # as an older version wrote it
+    ckpt.save_checkpoint(latest, data)
+    again = train_fold(replace(opts, stop_after_epoch=None, resume=True), fake_collaborators())
+    assert again.finished and again.epochs_done == 2

@@ -154,7 +154,7 @@ def _checkpoint_to_resume(fold_dir: Path, opts: TrainOptions, plans: Plans) -> d
     if data["config"] != opts.config or data["fold"] != str(opts.fold):
         raise InputError(latest, f"belongs to {data['config']} fold {data['fold']}, not {opts.config} "
                                  f"fold {opts.fold}")
-    if data["plans"] != plans.to_json():
+    if Plans.from_json(data["plans"], latest).to_json() != plans.to_json():  # older checkpoints lack newer keys
         raise InputError(latest, "was trained with another plans.json; restore that plan or start over")
     return data
 
