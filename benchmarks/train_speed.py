@@ -5,7 +5,9 @@ seconds of the training process (``time.process_time``; loader workers not inclu
 measures the step's own cost far more steadily than the wall clock:
 
 * ``no data loading``: one fixed random batch kept in memory, forward + loss + backward + clip + SGD step.
-  Ours: :func:`amos_autoseg.training.step.train_step`; nnU-Net: ``nnUNetTrainer.train_step`` on the dummy batch
+  Ours: :func:`amos_autoseg.training.step.train_step`, assembled by :mod:`amos_autoseg.training.step_setup` as
+  ``amos-autoseg train`` does (precision, compile, channels-last from the plan or ``--precision``,
+  ``--[no-]compile``, ``--[no-]channels-last``; batches through the device prefetcher); nnU-Net: ``nnUNetTrainer.train_step`` on the dummy batch
   that ``nnUNetTrainerBenchmark_5epochs_noDataLoading`` builds.
 * ``with data loading``: the same step fed by the real loaders with augmentation and ``--workers`` processes.
   Ours: ``BatchSource`` + ``BatchLoader`` (what ``amos-autoseg train`` uses); nnU-Net: its
@@ -27,7 +29,8 @@ Each figure is the mean over ``--iters`` timed iterations; ours and nnU-Net's al
 each keeps its fastest round (as nnU-Net's benchmark keeps its fastest epoch), which damps a shared machine.
 
 Run: ``python benchmarks/train_speed.py [--device cpu|cuda] [--iters 4] [--rounds 2] [--workers 2]
-[--shape 40 96 96]``.
+[--shape 40 96 96] [--precision fp32|bf16|fp16|auto] [--[no-]compile] [--[no-]channels-last]``.
+``benchmarks/train_levers.py`` measures the levers alone (one convolution, our step under each combination).
 """
 from __future__ import annotations
 
@@ -132,41 +135,45 @@ def our_exp(work: Path, plans, raw_folder: Path, workers: int) -> Path:
     return exp
 
 
-def time_ours(exp: Path | str, mode: str, device_name: str, iters: int, warmup: int, workers: int) -> dict:
-    """Wall and training-process CPU seconds per iteration of our step (mode ``nodata`` or ``data``)."""
+def time_ours(exp: Path | str, mode: str, device_name: str, iters: int, warmup: int, workers: int,
+              levers: dict | None = None) -> dict:
+    """Wall and training-process CPU seconds per iteration of our step (mode ``nodata`` or ``data``), assembled
+    as ``amos-autoseg train`` assembles it; ``levers`` overrides the plan's ``mixed_precision``, ``compile`` and
+    ``channels_last``."""
     import torch
 
     exp = Path(exp)
+    from dataclasses import replace
+
     from amos_autoseg.planning.plans import Plans
-    from amos_autoseg.runtime.precision import make_scaler, resolve_precision
     from amos_autoseg.training.collaborators import Collaborators, StreamSpec
-    from amos_autoseg.training.loss import build_loss
-    from amos_autoseg.training.schedule import build_optimizer
-    from amos_autoseg.training.step import StepParts, train_step
+    from amos_autoseg.training.ddp import DistContext
+    from amos_autoseg.training.prefetch import prefetch_to_device
+    from amos_autoseg.training.step import move_batch, train_step
+    from amos_autoseg.training.step_setup import finish_step, prepare_step
 
     plans = Plans.load(exp / "plans.json")
-    cfg, tr = plans.configuration("3d_fullres"), plans.training
+    cfg, tr = plans.configuration("3d_fullres"), replace(plans.training, **(levers or {}))
     device = torch.device(device_name)
     torch.manual_seed(0)
     collab = Collaborators()
     model = collab.build_network(cfg.network, 1, plans.num_classes, deep_supervision=True).to(device)
-    precision = resolve_precision(tr.mixed_precision, device)
-    parts = StepParts(model, build_loss(cfg.batch_dice, tr.dice_weight, tr.ce_weight),
-                      build_optimizer(model.parameters(), tr.initial_lr, tr.momentum, tr.weight_decay),
-                      make_scaler(precision), precision, tr.grad_clip_norm, device)
+    parts = finish_step(model, prepare_step(model, tr, device, len(cfg.patch_size)), tr, cfg.batch_dice,
+                        cfg.batch_size, DistContext(device=device))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if mode == "nodata":
         dummy = {"data": torch.rand(cfg.batch_size, 1, *cfg.patch_size, device=device),
                  "target": torch.randint(0, plans.num_classes, (cfg.batch_size, 1, *cfg.patch_size),
                                          device=device)}
-        batches = iter([dummy] * (warmup + iters))
+        source = iter([dummy] * (warmup + iters))
     else:
         cases = json.loads((exp / "splits.json").read_text())[0]["train"]
         spec = StreamSpec(exp / "preprocessed" / "3d_fullres", cases, list(cfg.patch_size), cfg.batch_size,
                           tr.oversample_foreground, 1, True, list(tr.mirror_axes), workers=workers,
                           pin_memory=device.type == "cuda")
-        batches = iter(collab.batch_stream(spec)(0, warmup + iters))
+        source = iter(collab.batch_stream(spec)(0, warmup + iters))
+    batches = prefetch_to_device(source, device, lambda b: move_batch(b, parts))
     model.train()
     for _ in range(warmup):
         train_step(parts, next(batches))
@@ -176,8 +183,10 @@ def time_ours(exp: Path | str, mode: str, device_name: str, iters: int, warmup: 
         loss = train_step(parts, next(batches))
     float(loss)
     _sync(device)
-    figures = {"wall": (time.perf_counter() - start) / iters, "cpu": (time.process_time() - cpu) / iters}
-    close = getattr(batches, "close", None)
+    figures = {"wall": (time.perf_counter() - start) / iters, "cpu": (time.process_time() - cpu) / iters,
+               "precision": parts.precision.name, "compiled": parts.model is not model,
+               "channels_last": parts.channels_last}
+    close = getattr(source, "close", None)
     if callable(close):
         close()
     return figures
@@ -262,15 +271,15 @@ def time_anchor(work: Path, mode: str, device: str, iters: int, warmup: int, wor
 
 
 def time_ours_there(work: Path, mode: str, device: str, iters: int, warmup: int, workers: int, threads: int,
-                    same_torch: bool) -> dict:
+                    same_torch: bool, levers: dict | None = None) -> dict:
     """Our figure, measured in the anchor venv (same torch build as nnU-Net) unless ``same_torch`` is off."""
     if not same_torch:
         import torch
 
         torch.set_num_threads(threads)
-        return time_ours(work / "exp", mode, device, iters, warmup, workers)
-    return run_in_anchor(work, "time_ours", [str(work / "exp"), mode, device, iters, warmup, workers], threads,
-                         workers)
+        return time_ours(work / "exp", mode, device, iters, warmup, workers, levers)
+    return run_in_anchor(work, "time_ours", [str(work / "exp"), mode, device, iters, warmup, workers, levers],
+                         threads, workers)
 
 
 # --------------------------------------------------------------------------------------------------- main
@@ -292,7 +301,17 @@ def main() -> None:
     ap.add_argument("--shape", type=int, nargs=3, default=[40, 96, 96], help="case size (z y x) before planning")
     ap.add_argument("--work", type=Path, default=None, help="keep the data here (default: a temporary folder)")
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    ap.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"],
+                    help="our precision (default: the plan's, auto); nnU-Net trains fp16 on CUDA, fp32 on the CPU")
+    ap.add_argument("--compile", dest="compile", action="store_true", default=None,
+                    help="torch.compile ours (default: the plan's: on for CUDA, off for the CPU)")
+    ap.add_argument("--no-compile", dest="compile", action="store_false")
+    ap.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
+                    help="channels-last layout for ours (default: the plan's: only for bf16 on the CPU)")
+    ap.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     args = ap.parse_args()
+    levers = {k: v for k, v in (("mixed_precision", args.precision), ("compile", args.compile),
+                                ("channels_last", args.channels_last)) if v is not None}
     if args.warmup is None:
         args.warmup = args.workers + 1
     work = args.work or Path(tempfile.mkdtemp(prefix="train_speed_"))
@@ -316,13 +335,17 @@ def main() -> None:
         ours, anchor = [], []
         for r in range(args.rounds):
             ours.append(time_ours_there(work, mode, args.device, args.iters, args.warmup, args.workers,
-                                        args.threads, not args.own_torch))
+                                        args.threads, not args.own_torch, levers))
             anchor.append(time_anchor(work, mode, args.device, args.iters, args.warmup, args.workers,
                                       args.threads))
             print(f"  {title}, round {r + 1}: ours {ours[-1]}, nnU-Net {anchor[-1]} (s/it)", flush=True)
         best = {k: {m: min(x[m] for x in runs) for m in ("wall", "cpu")} for k, runs in (("ours", ours),
                                                                                           ("nnunet", anchor))}
+        best["ours"].update({k: ours[0][k] for k in ("precision", "compiled", "channels_last")})
         rows.append({"mode": title, **best, "ours_rounds": ours, "nnunet_rounds": anchor})
+    o = rows[0]["ours"]
+    print(f"ours: {o['precision']}, {'compiled' if o['compiled'] else 'eager'}, "
+          f"{'channels-last' if o['channels_last'] else 'contiguous'}")
     print("| measurement | ours wall s/it (it/s) | nnU-Net wall s/it (it/s) | wall speed-up | ours CPU s/it | "
           "nnU-Net CPU s/it | CPU speed-up |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

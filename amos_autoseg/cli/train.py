@@ -26,9 +26,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="override the plan's training seed")
     p.add_argument("--lr", type=float, default=None, help="override the plan's initial learning rate (poly decay)")
     p.add_argument("--momentum", type=float, default=None, help="override the plan's SGD (Nesterov) momentum")
-    p.add_argument("--compile", dest="compile", action="store_true", default=None,
-                   help="torch.compile the network (default: the plan's setting)")
-    p.add_argument("--no-compile", dest="compile", action="store_false", help="do not torch.compile")
+    # default=SUPPRESS: the plan decides when a flag is absent (the help says what the plan's default is)
+    keep = argparse.SUPPRESS
+    p.add_argument("--precision", default=keep, choices=["auto", "fp32", "bf16", "fp16"],
+                   help="arithmetic of the forward pass (default: the plan's, auto: bf16 on GPUs that support it, "
+                        "else fp16 with a gradient scaler, which is nnU-Net's; on the CPU bf16 only where it has "
+                        "AMX, else fp32)")
+    p.add_argument("--compile", dest="compile", action="store_true", default=keep,
+                   help="torch.compile the network; if compiling fails, training continues uncompiled with a "
+                        "warning (default: the plan's, on for CUDA and off for the CPU)")
+    p.add_argument("--no-compile", dest="compile", action="store_false", default=keep,
+                   help="train the network uncompiled")
+    p.add_argument("--channels-last", dest="channels_last", action="store_true", default=keep,
+                   help="keep weights and batches in channels-last layout (default: the plan's, on only for bf16 "
+                        "on the CPU)")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=keep,
+                   help="keep weights and batches in the usual (contiguous) layout")
+    p.add_argument("--schedule", default=keep, choices=["poly", "warmup_poly", "warmup_cosine"],
+                   help="learning-rate curve (default: the plan's, poly: nnU-Net's per-epoch decay); warmup_poly "
+                        "and warmup_cosine rise linearly over --warmup-iters steps, then decay per step with the "
+                        "poly curve or a half cosine (meant for short runs)")
+    p.add_argument("--warmup-iters", type=int, default=keep, metavar="N",
+                   help="warm-up steps of the warmup_* schedules (default: the plan's, 5%% of the run)")
     p.add_argument("--stop-after-epoch", type=int, default=None, metavar="E",
                    help="end this run once E epochs are complete (continue later with --resume)")
     p.add_argument("--no-validation", action="store_true",
@@ -53,7 +72,10 @@ def run(args: argparse.Namespace) -> int:
         exp=Path(args.exp), fold=str(args.fold), config=args.config, device=args.device, epochs=args.epochs,
         iterations_per_epoch=args.iters_per_epoch, val_iterations_per_epoch=args.val_iters, seed=args.seed,
         initial_lr=args.lr, momentum=args.momentum,
-        compile=args.compile, resume=args.resume, workers=common.workers(args),
+        compile=getattr(args, "compile", None), precision=getattr(args, "precision", None),
+        channels_last=getattr(args, "channels_last", None), lr_schedule=getattr(args, "schedule", None),
+        warmup_iterations=getattr(args, "warmup_iters", None), resume=args.resume,
+        workers=common.workers(args),
         stop_after_epoch=args.stop_after_epoch, validate=not args.no_validation, augment_on=args.augment_on,
         save_probabilities=not args.no_save_probabilities,
     )

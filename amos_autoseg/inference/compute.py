@@ -24,20 +24,14 @@ from torch import nn
 
 from amos_autoseg.errors import UsageError
 from amos_autoseg.planning.plans import ConfigurationPlan, Plans
+from amos_autoseg.runtime.precision import cpu_has_amx, resolve_precision
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 CPU_BATCH_BYTES = 2 * 2**30  # activations of one forward pass on the CPU
 CUDA_FREE_FRACTION = 0.5  # of the free device memory, for the activations of one forward pass
 LIVE_ACTIVATIONS = 6  # live first-stage-sized tensors per copy during an inference forward pass
-
-
-def cpu_has_amx() -> bool:
-    """Whether this CPU has AMX tiles (Sapphire Rapids and later), where bf16 convolutions are fast."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(probe()) if callable(probe) else False
 
 
 def inference_dtype(mode: str, device: torch.device, plans: Plans | None = None) -> torch.dtype | None:
@@ -53,18 +47,9 @@ def inference_dtype(mode: str, device: torch.device, plans: Plans | None = None)
     """
     if mode not in PRECISIONS:
         raise UsageError(f"--precision {mode!r}: use one of {', '.join(PRECISIONS)}")
-    if device.type not in ("cpu", "cuda"):
-        return None
-    if mode == "auto":
-        if device.type == "cuda":
-            planned = plans.training.mixed_precision if plans is not None else "auto"
-            if planned in ("off", "fp32"):
-                return None
-            if planned in ("bf16", "fp16"):
-                return _DTYPES[planned]
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_has_amx() else None
-    dtype = _DTYPES[mode]
+    if mode == "auto" and device.type == "cuda" and plans is not None:
+        mode = plans.training.mixed_precision  # the precision the folds were trained in
+    dtype = resolve_precision(mode, device, amx_bf16=True).dtype
     if device.type == "cpu" and dtype is not None and not cpu_has_amx():
         log.warning("--precision %s on a CPU without AMX: its %s kernels are emulated and much slower than fp32",
                     mode, mode)

@@ -127,8 +127,11 @@ class TrainingPlan:
     mirror_axes: list[int] = field(default_factory=lambda: [0, 1, 2])
     dice_weight: float = 1.0
     ce_weight: float = 1.0
-    mixed_precision: str = "auto"  # "auto" (bf16 on CUDA when supported, else fp16), "bf16", "fp16", "off"
-    compile: bool = False
+    mixed_precision: str = "auto"  # "auto", "fp32", "bf16", "fp16" ("off" = fp32); see runtime/precision.py
+    compile: bool | None = None  # torch.compile; None: on for CUDA, off for the CPU (training/accel.py)
+    channels_last: bool | None = None  # channels-last layout; None: only for bf16 on the CPU (training/accel.py)
+    lr_schedule: str = "poly"  # "poly" (nnU-Net), "warmup_poly", "warmup_cosine" (training/schedule.py)
+    warmup_iterations: int | None = None  # warm-up steps of the warmup_* schedules; None: 5% of the run
     augment_on: str = "auto"
     seg_interpolation: str = "linear"
     mask_outside_body: bool = True

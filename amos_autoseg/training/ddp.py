@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -96,33 +97,54 @@ def broadcast_object(obj: Any, ctx: DistContext) -> Any:
 
 
 class _GatherWithGrad(torch.autograd.Function):
-    """Concatenate (B_r, ...) tensors of every rank along dim 0; backward sums the incoming gradients over
-    ranks and hands each rank its own slice, so DDP's gradient averaging yields the single-process gradient."""
+    """Concatenate (B_r, ...) tensors of every rank along dim 0 (``sizes``: every rank's B_r); backward sums the
+    incoming gradients over ranks and hands each rank its own slice, so DDP's gradient averaging yields the
+    single-process gradient. One all_gather forward, one all_reduce backward, no host synchronisation."""
 
     @staticmethod
-    def forward(ctx: Any, t: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        sizes = [torch.zeros(1, dtype=torch.long, device=t.device) for _ in range(dist.get_world_size())]
-        dist.all_gather(sizes, torch.tensor([t.shape[0]], dtype=torch.long, device=t.device))
-        n = [int(s.item()) for s in sizes]
-        biggest = max(n)
-        padded = torch.zeros((biggest, *t.shape[1:]), dtype=t.dtype, device=t.device)
-        padded[: t.shape[0]] = t
-        parts = [torch.empty_like(padded) for _ in n]
-        dist.all_gather(parts, padded.contiguous())
-        ctx.sizes = n
-        ctx.rank = dist.get_rank()
-        return torch.cat([p[:k] for p, k in zip(parts, n)], 0)
+    def forward(ctx: Any, t: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:  # type: ignore[override]
+        rank = dist.get_rank()
+        if t.shape[0] != sizes[rank]:
+            raise ValueError(f"rank {rank} holds {t.shape[0]} samples, not the {sizes[rank]} it was told")
+        biggest = max(sizes)
+        padded = t.contiguous()
+        if t.shape[0] < biggest:  # all_gather needs equal shapes: pad the smaller shares
+            padded = t.new_zeros((biggest, *t.shape[1:]))
+            padded[: t.shape[0]] = t
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded)
+        ctx.sizes, ctx.rank = sizes, rank
+        return torch.cat([p[:k] for p, k in zip(parts, sizes)], 0)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         start = sum(ctx.sizes[: ctx.rank])
-        return grad[start: start + ctx.sizes[ctx.rank]]
+        return grad[start: start + ctx.sizes[ctx.rank]], None
 
 
-def all_gather_with_grad(t: torch.Tensor) -> torch.Tensor:
-    """All ranks' ``t`` concatenated along dim 0, differentiable (used by batch Dice under DDP)."""
+def batch_sizes(global_batch: int, world_size: int) -> tuple[int, ...]:
+    """Every rank's share of the global batch, in rank order.
+
+    >>> batch_sizes(5, 2)
+    (3, 2)
+    """
+    return tuple(split_batch(global_batch, world_size, r) for r in range(world_size))
+
+
+def all_gather_with_grad(t: torch.Tensor, sizes: Sequence[int] | None = None) -> torch.Tensor:
+    """All ranks' ``t`` concatenated along dim 0, differentiable (used by batch Dice under DDP).
+
+    Args:
+        t: this rank's (B_r, ...) tensor.
+        sizes: every rank's B_r (:func:`batch_sizes`). Training passes them; without them they are exchanged
+            first, which costs a second collective and a host synchronisation.
+    """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return t
-    return _GatherWithGrad.apply(t)
+    if sizes is None:
+        counts = [torch.zeros(1, dtype=torch.long, device=t.device) for _ in range(dist.get_world_size())]
+        dist.all_gather(counts, torch.tensor([t.shape[0]], dtype=torch.long, device=t.device))
+        sizes = [int(c) for c in torch.cat(counts).tolist()]
+    return _GatherWithGrad.apply(t, tuple(int(s) for s in sizes))

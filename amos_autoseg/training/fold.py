@@ -7,7 +7,6 @@ independent jobs never touch each other's files.
 from __future__ import annotations
 
 import json
-
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,17 +19,26 @@ from amos_autoseg.errors import InputError, UsageError
 from amos_autoseg.experiment import ExperimentPaths
 from amos_autoseg.planning.plans import Plans, TrainingPlan
 from amos_autoseg.runtime import checkpoint as ckpt
-from amos_autoseg.training import ddp, rng
-from amos_autoseg.runtime.precision import make_scaler, resolve_precision
+from amos_autoseg.training import accel, ddp, rng
 from amos_autoseg.training.collaborators import Collaborators, StreamSpec
 from amos_autoseg.training.inputs import fold_inputs
-from amos_autoseg.training.loop import LoopParts, LoopSettings, PartialEpoch, TrainState, run_training
-from amos_autoseg.training.loss import build_loss
+from amos_autoseg.training.loop import (
+    LoopParts,
+    LoopSettings,
+    PartialEpoch,
+    TrainState,
+    run_training,
+)
 from amos_autoseg.training.metrics_log import EpochRecord, EventLog, TrainingLog
-from amos_autoseg.training.options import TrainOptions, fold_cases, resolve_training, resolved_config
-from amos_autoseg.training.options import resolve_augment_on
-from amos_autoseg.training.schedule import build_optimizer
-from amos_autoseg.training.step import StepParts
+from amos_autoseg.training.options import (
+    TrainOptions,
+    fold_cases,
+    resolve_augment_on,
+    resolve_training,
+    resolved_config,
+)
+from amos_autoseg.training.schedule import keep_fused
+from amos_autoseg.training.step_setup import finish_step, prepare_step
 from amos_autoseg.training.stop import stop_on_signals
 from amos_autoseg.utils import atomic
 
@@ -79,13 +87,19 @@ def _train(opts: TrainOptions, collab: Collaborators, ctx: ddp.DistContext) -> F
     rng.seed_everything(base)  # same initial weights on every rank
     channels = collab.in_channels(folder, train_ids[0]) + inputs.extra_channels
     model = collab.build_network(cfg.network, channels, plans.num_classes, deep_supervision=True).to(ctx.device)
-    optimizer = build_optimizer(model.parameters(), training.initial_lr, training.momentum, training.weight_decay)
-    precision = resolve_precision(training.mixed_precision, ctx.device)
-    scaler = make_scaler(precision)
+    setup = prepare_step(model, training, ctx.device, len(cfg.patch_size))
+    optimizer, scaler, precision = setup.optimizer, setup.scaler, setup.precision
+    settings = LoopSettings(training.epochs, training.iterations_per_epoch, training.val_iterations_per_epoch,
+                            training.initial_lr, training.poly_exponent, opts.stop_after_epoch,
+                            lr_schedule=training.lr_schedule, warmup_iterations=training.warmup_iterations)
+    schedule = settings.schedule  # a bad schedule is refused here, before anything is written
+    if schedule.kind != "poly":
+        log.info("learning rate: %s with %d warm-up steps", schedule.kind, schedule.warmup_steps)
     state, train_log = TrainState(), TrainingLog()
     rng.seed_everything(rng.derive_seed(base, _PROCESS_RNG, ctx.rank))
     if resume_from is not None:
         state, train_log = _restore(resume_from, model, optimizer, scaler, ctx)
+        keep_fused(optimizer, precision.needs_scaler)
         log.info("resuming %s at epoch %d (step %d)", fold_dir, state.epoch, state.global_step)
     if state.epoch > training.epochs:
         raise UsageError(f"{fold_dir / ckpt.LATEST}: already {state.epoch} epochs, more than --epochs "
@@ -100,13 +114,11 @@ def _train(opts: TrainOptions, collab: Collaborators, ctx: ddp.DistContext) -> F
         atomic.clean_stale_temps(fold_dir)
         atomic.write_json(fold_dir / "resolved_config.json", resolved_config(
             training, opts, device=str(ctx.device), world_size=ctx.world_size, precision=precision.name,
-            train_cases=len(train_ids), val_cases=len(val_ids), start_epoch=state.epoch, augment_on=augment_on))
+            compiled=setup.compiled, channels_last=setup.channels_last, augment_on=augment_on,
+            train_cases=len(train_ids), val_cases=len(val_ids), start_epoch=state.epoch))
 
-    trained = _wrap(model, training, ctx)
-    gather = ddp.all_gather_with_grad if ctx.distributed and cfg.batch_dice else None
-    loss_fn = build_loss(cfg.batch_dice, training.dice_weight, training.ce_weight, gather=gather,
-                         ignore_label=plans.ignore_label)
-    step = StepParts(trained, loss_fn, optimizer, scaler, precision, training.grad_clip_norm, ctx.device)
+    step = finish_step(model, setup, training, cfg.batch_dice, cfg.batch_size, ctx,
+                       ignore_label=plans.ignore_label)
 
     def stream(ids: list[str], stream_id: int, augment: bool, workers: int) -> Any:
         return collab.batch_stream(StreamSpec(
@@ -143,8 +155,6 @@ def _train(opts: TrainOptions, collab: Collaborators, ctx: ddp.DistContext) -> F
             save(state, ckpt.FINAL)
         ddp.barrier(ctx)
 
-    settings = LoopSettings(training.epochs, training.iterations_per_epoch, training.val_iterations_per_epoch,
-                            training.initial_lr, training.poly_exponent, opts.stop_after_epoch)
     try:
         with stop_on_signals(ctx) as stop:  # SIGTERM/SIGINT: stop at the next step with a checkpoint
             parts = LoopParts(step, stream(train_ids, _TRAIN_STREAM, True, opts.workers),
@@ -213,16 +223,6 @@ def _restore(data: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opti
     return TrainState(int(data["epoch"]), int(data["global_step"]), part), train_log
 
 
-def _wrap(model: nn.Module, training: TrainingPlan, ctx: ddp.DistContext) -> nn.Module:
-    out: nn.Module = model
-    if training.compile:
-        out = torch.compile(model)  # type: ignore[assignment]
-    if ctx.distributed:
-        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        out = nn.parallel.DistributedDataParallel(out, device_ids=ids)
-    return out
-
-
 def _payload(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
              state: TrainState, opts: TrainOptions, plans: Plans, training: TrainingPlan, train_log: TrainingLog,
              base_seed: int, mirror_axes: list[int]) -> dict[str, Any]:
@@ -230,7 +230,7 @@ def _payload(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.a
 
     return {
         "format": ckpt.FORMAT,
-        "model": ckpt.unwrap_model(model).state_dict(),
+        "model": accel.contiguous_state_dict(model),
         "optimizer": optimizer.state_dict(),
         "grad_scaler": scaler.state_dict(),
         "epoch": state.epoch,

@@ -1,8 +1,13 @@
 """The training loop: a fixed hook sequence over injected collaborators (no trainer class to subclass).
 
-Sequence, as in nnU-Net's ``run_training``: ``on_train_start`` -> per epoch { set the poly learning rate ->
-``iterations_per_epoch`` training steps -> ``val_iterations_per_epoch`` validation steps under ``no_grad`` ->
-record (loss, pseudo-Dice, EMA) -> ``on_epoch_end`` (checkpoint, log.csv, progress.png) } -> ``on_train_end``.
+Sequence, as in nnU-Net's ``run_training``: ``on_train_start`` -> per epoch { ``iterations_per_epoch``
+training steps, each at the learning rate of its global step (:class:`~amos_autoseg.training.schedule.LRSchedule`;
+nnU-Net's poly curve changes it once per epoch) -> ``val_iterations_per_epoch`` validation steps under
+``no_grad`` -> record (loss, pseudo-Dice, EMA) -> ``on_epoch_end`` (checkpoint, log.csv, progress.png) } ->
+``on_train_end``.
+
+The hot loop reads nothing back from the device: losses stay device tensors and are reduced once per epoch, and
+on CUDA the next batch is copied on a side stream while the current step runs (:mod:`.prefetch`).
 
 Batches come from two streams called with ``(start_step, num_steps)``; a stream must give the same batches for the
 same steps, which is what makes a resumed run equal the uninterrupted one: the loop restarts the training stream at
@@ -21,6 +26,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -28,8 +34,9 @@ import torch
 from amos_autoseg.training.ddp import DistContext, all_reduce_sum
 from amos_autoseg.training.metrics_log import EpochRecord, TrainingLog, time_left_text
 from amos_autoseg.training.online_dice import PseudoDice
-from amos_autoseg.training.schedule import poly_lr, set_lr
-from amos_autoseg.training.step import StepParts, train_step, val_step
+from amos_autoseg.training.prefetch import prefetch_to_device
+from amos_autoseg.training.schedule import LRSchedule, set_lr
+from amos_autoseg.training.step import StepParts, move_batch, train_step, val_step
 from amos_autoseg.utils.parallel import progress
 
 log = logging.getLogger(__name__)
@@ -43,13 +50,15 @@ class LoopSettings:
     """Lengths and schedule of a run.
 
     Attributes:
-        epochs: total epochs of the run (the poly schedule spans them).
+        epochs: total epochs of the run (the learning-rate schedule spans them).
         iterations_per_epoch: training steps per epoch.
         val_iterations_per_epoch: validation batches per epoch (0: no online validation).
-        initial_lr: learning rate of epoch 0.
+        initial_lr: peak learning rate (that of epoch 0 for ``poly``).
         poly_exponent: exponent of the poly decay.
         stop_after_epoch: leave the loop once this many epochs are complete (a time-limited job); ``None``: run all.
         show_progress: draw a progress bar on rank 0 when stderr is a terminal.
+        lr_schedule: learning-rate curve (``schedule.SCHEDULES``).
+        warmup_iterations: warm-up steps of the ``warmup_*`` curves (``None``: 5% of the run).
     """
 
     epochs: int
@@ -59,6 +68,13 @@ class LoopSettings:
     poly_exponent: float
     stop_after_epoch: int | None = None
     show_progress: bool = True
+    lr_schedule: str = "poly"
+    warmup_iterations: int | None = None
+
+    @property
+    def schedule(self) -> LRSchedule:
+        return LRSchedule(self.initial_lr, self.epochs, self.iterations_per_epoch, self.lr_schedule,
+                          self.poly_exponent, self.warmup_iterations)
 
 
 @dataclass(frozen=True)
@@ -132,8 +148,10 @@ def run_training(parts: LoopParts, settings: LoopSettings, state: TrainState = T
         train = parts.train_batches(state.global_step, todo * settings.iterations_per_epoch - done)
         val = parts.val_batches(state.epoch * settings.val_iterations_per_epoch,
                                 todo * settings.val_iterations_per_epoch)
+        move = partial(move_batch, parts=parts.step)
         try:
-            train_it, val_it = iter(train), iter(val)
+            train_it = prefetch_to_device(iter(train), parts.step.device, move)
+            val_it = prefetch_to_device(iter(val), parts.step.device, move)
             while state.epoch < last:
                 state = run_epoch(parts, settings, state, train_it, val_it)
                 if state.partial is not None or parts.should_stop():
@@ -153,8 +171,7 @@ def run_epoch(parts: LoopParts, settings: LoopSettings, state: TrainState, train
 
     Returns the new state; on a stop inside the epoch, the state with ``partial`` set (after ``on_stop``).
     """
-    lr = poly_lr(state.epoch, settings.epochs, settings.initial_lr, settings.poly_exponent)
-    set_lr(parts.step.optimizer, lr)
+    lr = settings.schedule.lr(state.epoch * settings.iterations_per_epoch)  # first step (for ``poly``: every)
     start = time.perf_counter()
     losses = _train_epoch(parts, settings, state, train)
     val_loss, dice = (None, []) if len(losses) < settings.iterations_per_epoch or parts.should_stop() \
@@ -210,9 +227,11 @@ def _train_epoch(parts: LoopParts, settings: LoopSettings, state: TrainState,
     n = settings.iterations_per_epoch - len(losses)
     bar = progress(_take(batches, n, "training"), n, f"epoch {state.epoch + 1}",
                    enabled=None if settings.show_progress and parts.ctx.is_main else False)
-    for _ in range(n):
+    schedule = settings.schedule
+    for i in range(n):
         if parts.should_stop():
             break
+        set_lr(parts.step.optimizer, schedule.lr(state.global_step + i))  # the step number alone sets the rate
         losses.append(train_step(parts.step, next(bar)))
     return losses
 

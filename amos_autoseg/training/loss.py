@@ -49,7 +49,7 @@ class SoftDiceLoss(nn.Module):
         batch_dice: sum the statistics over the batch (one Dice per class) instead of per sample.
         smooth: added to numerator and denominator.
         include_background: also score class 0 (nnU-Net: no).
-        gather: under DDP with ``batch_dice``, a function that concatenates a (B_local, K) tensor over ranks
+        gather: under DDP with ``batch_dice``, a function that concatenates a (B_local, ...) tensor over ranks
             along dim 0 while passing gradients back to this rank's share (``ddp.all_gather_with_grad``).
     """
 
@@ -61,8 +61,14 @@ class SoftDiceLoss(nn.Module):
         self.include_background = include_background
         self.gather = gather
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Loss of ``logits`` (B, K, *spatial) against the label map ``target`` (B, 1, *spatial); voxels where
+    @property
+    def gathers(self) -> bool:
+        """Whether the statistics are concatenated over ranks before the ratio (DDP batch Dice)."""
+        return self.batch_dice and self.gather is not None
+
+    def statistics(self, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+                   ) -> torch.Tensor:
+        """(B, 3, K) intersection, predicted and reference volume per sample and scored class; voxels where
         ``mask`` (B, 1, *spatial, bool) is False count for nothing (nnU-Net's ``loss_mask``)."""
         probs = torch.softmax(logits.float(), dim=1)
         axes = tuple(range(2, logits.ndim))
@@ -79,13 +85,19 @@ class SoftDiceLoss(nn.Module):
             probs = probs * mask
         intersect = (probs * onehot).sum(axes)
         sum_pred = probs.sum(axes)
-        if self.batch_dice:
-            stats = torch.stack([intersect, sum_pred, sum_ref], dim=1)  # (B, 3, K): one collective under DDP
-            if self.gather is not None:
-                stats = self.gather(stats)
-            intersect, sum_pred, sum_ref = stats.sum(0)
+        return torch.stack([intersect, sum_pred, sum_ref], dim=1)
+
+    def from_statistics(self, stats: torch.Tensor) -> torch.Tensor:
+        """The loss of (B, 3, K) statistics (already gathered over ranks where that applies)."""
+        intersect, sum_pred, sum_ref = stats.sum(0) if self.batch_dice else stats.unbind(1)
         dice = (2 * intersect + self.smooth) / (sum_ref + sum_pred + self.smooth).clamp_min(1e-8)
         return -dice.mean()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss of ``logits`` (B, K, *spatial) against the label map ``target`` (B, 1, *spatial), ``mask`` as in
+        :meth:`statistics`."""
+        stats = self.statistics(logits, target, mask)
+        return self.from_statistics(self.gather(stats) if self.gathers else stats)  # type: ignore[misc]
 
 
 class DiceCELoss(nn.Module):
@@ -103,32 +115,41 @@ class DiceCELoss(nn.Module):
         self.ce_weight = ce_weight
         self.ignore_label = ignore_label
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.ignore_label is not None:
-            return self._masked(logits, target.long(), self.ignore_label)
+    def forward(self, logits: torch.Tensor, target: torch.Tensor,
+                dice_stats: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss of one output; ``dice_stats``: its Dice statistics (:meth:`dice_statistics`), already gathered
+        over ranks (DDP)."""
+        target = target.long()
+        mask = None if self.ignore_label is None else target != self.ignore_label
         loss = logits.new_zeros((), dtype=torch.float32)
-        if self.ce_weight:
-            loss = loss + self.ce_weight * F.cross_entropy(logits.float(), target[:, 0].long())
-        if self.dice_weight:
-            loss = loss + self.dice_weight * self.dice(logits, target)
-        return loss
-
-    def _masked(self, logits: torch.Tensor, target: torch.Tensor, ignore: int) -> torch.Tensor:
-        mask = target != ignore
-        loss = logits.new_zeros((), dtype=torch.float32)
-        if self.ce_weight:  # a sum over the annotated voxels over their count: no host sync, 0 without any
-            ce = F.cross_entropy(logits.float(), target[:, 0], ignore_index=ignore, reduction="sum")
+        if self.ce_weight and mask is None:
+            loss = loss + self.ce_weight * F.cross_entropy(logits.float(), target[:, 0])
+        elif self.ce_weight:  # a sum over the annotated voxels over their count: no host sync, 0 without any
+            ce = F.cross_entropy(logits.float(), target[:, 0], ignore_index=self.ignore_label, reduction="sum")
             loss = loss + self.ce_weight * ce / mask.sum().clamp_min(1)
         if self.dice_weight:
-            loss = loss + self.dice_weight * self.dice(logits, torch.where(mask, target, 0), mask)
+            if dice_stats is None:
+                dice_stats = self.dice_statistics(logits, target)
+                if self.dice.gathers:
+                    dice_stats = self.dice.gather(dice_stats)  # type: ignore[misc]
+            loss = loss + self.dice_weight * self.dice.from_statistics(dice_stats)
         return loss
+
+    def dice_statistics(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The (B, 3, K) Dice statistics of one output, ignored voxels masked out."""
+        target = target.long()
+        if self.ignore_label is None:
+            return self.dice.statistics(logits, target)
+        mask = target != self.ignore_label
+        return self.dice.statistics(logits, torch.where(mask, target, 0), mask)
 
 
 class DeepSupervisionLoss(nn.Module):
     """Weighted sum of a per-output loss over the network's outputs (a list, highest resolution first).
 
     A single tensor output is scored as a list of one. Terms of weight 0 are still computed (times 0), so every
-    output head stays in the autograd graph and DDP needs no ``find_unused_parameters``.
+    output head stays in the autograd graph and DDP needs no ``find_unused_parameters``. Under DDP with batch
+    Dice the statistics of all outputs travel in one collective per step (not one per output).
     """
 
     def __init__(self, loss: nn.Module) -> None:
@@ -138,9 +159,16 @@ class DeepSupervisionLoss(nn.Module):
     def forward(self, outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         outs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
         weights = deep_supervision_weights(len(outs))
+        targets = [resize_target(target, out.shape[2:]) for out in outs]
+        stats: list[torch.Tensor | None] = [None] * len(outs)
+        dice = getattr(self.loss, "dice", None)
+        if isinstance(dice, SoftDiceLoss) and dice.gathers and self.loss.dice_weight:
+            every = torch.stack([self.loss.dice_statistics(o, t) for o, t in zip(outs, targets)], dim=1)
+            # (B, H, 3, K): every head's statistics in one collective
+            stats = list(dice.gather(every).unbind(1))  # type: ignore[misc]
         total = outs[0].new_zeros((), dtype=torch.float32)
-        for w, out in zip(weights, outs):
-            total = total + w * self.loss(out, resize_target(target, out.shape[2:]))
+        for w, out, tgt, st in zip(weights, outs, targets, stats):
+            total = total + w * (self.loss(out, tgt) if st is None else self.loss(out, tgt, dice_stats=st))
         return total
 
 

@@ -28,6 +28,9 @@ class TrainOptions:
         epochs, iterations_per_epoch, val_iterations_per_epoch, seed, initial_lr, momentum: override the plan
             when not ``None``.
         compile: override ``TrainingPlan.compile`` when not ``None``.
+        precision: override ``TrainingPlan.mixed_precision`` (``auto``, ``fp32``, ``bf16``, ``fp16``).
+        channels_last: override ``TrainingPlan.channels_last`` when not ``None``.
+        lr_schedule, warmup_iterations: override the plan's learning-rate curve and its warm-up.
         resume: continue from ``checkpoint_latest.pt``.
         workers: data-loading worker processes (0: in the training process).
         stop_after_epoch: end this process after that many completed epochs (time-limited jobs).
@@ -45,6 +48,10 @@ class TrainOptions:
     val_iterations_per_epoch: int | None = None
     seed: int | None = None
     compile: bool | None = None
+    precision: str | None = None
+    channels_last: bool | None = None
+    lr_schedule: str | None = None
+    warmup_iterations: int | None = None
     initial_lr: float | None = None
     momentum: float | None = None
     resume: bool = False
@@ -81,8 +88,7 @@ def resolve_training(plan: TrainingPlan, opts: TrainOptions) -> TrainingPlan:
         if not 0 <= opts.momentum < 1:
             raise UsageError(f"--momentum {opts.momentum}: must be in [0, 1)")
         changes["momentum"] = opts.momentum
-    if opts.compile is not None:
-        changes["compile"] = opts.compile
+    changes.update(_speed_and_schedule_changes(opts))
     if opts.stop_after_epoch is not None and opts.stop_after_epoch < 1:
         raise UsageError(f"--stop-after-epoch {opts.stop_after_epoch}: must be at least 1")
     if opts.augment_on is not None:
@@ -101,6 +107,29 @@ def resolve_augment_on(value: str, device_type: str) -> str:
     if value == "auto":
         return "device" if device_type == "cuda" else "cpu"
     return value
+
+
+def _speed_and_schedule_changes(opts: TrainOptions) -> dict[str, Any]:
+    from amos_autoseg.runtime.precision import ALIASES, MODES
+    from amos_autoseg.training.schedule import SCHEDULES
+
+    changes: dict[str, Any] = {}
+    if opts.precision is not None:
+        if opts.precision not in MODES and opts.precision not in ALIASES:
+            raise UsageError(f"--precision {opts.precision}: use one of {', '.join(MODES)}")
+        changes["mixed_precision"] = opts.precision
+    if opts.lr_schedule is not None:
+        if opts.lr_schedule not in SCHEDULES:
+            raise UsageError(f"--schedule {opts.lr_schedule}: use one of {', '.join(SCHEDULES)}")
+        changes["lr_schedule"] = opts.lr_schedule
+    if opts.warmup_iterations is not None:
+        if opts.warmup_iterations < 0:
+            raise UsageError(f"--warmup-iters {opts.warmup_iterations}: must be 0 or more")
+        changes["warmup_iterations"] = opts.warmup_iterations
+    for name in ("compile", "channels_last"):
+        if getattr(opts, name) is not None:
+            changes[name] = getattr(opts, name)
+    return changes
 
 
 def fold_cases(splits_path: Path, fold: str) -> tuple[list[str], list[str]]:

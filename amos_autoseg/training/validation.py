@@ -49,7 +49,6 @@ def reference_reader(paths: ExperimentPaths) -> Callable[[str], Reference]:
     """Reads a case's reference label map from the data folder recorded at plan time (``dataset_ref.json``)."""
     from amos_autoseg.io.dataset import load_dataset
     from amos_autoseg.io.image import read_label
-
     from amos_autoseg.planning.dataset_ref import DatasetRef
 
     ref = DatasetRef.load(paths.dataset_ref)
