@@ -124,7 +124,9 @@ def test_help_shows_each_default_once_and_only_where_it_says_something(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--no-compile do not torch.compile --stop" in text
+    # the flag pair says what each does and what the default is, never "(default: True)" beside --no-compile
+    assert "--compile torch.compile the network" in text and "--no-compile train the network uncompiled" in text
+    assert "(default: the plan's, on for CUDA and off for the CPU)" in text
 
 
 def test_predictor_labels_come_in_id_order():

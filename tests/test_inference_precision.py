@@ -21,9 +21,13 @@ CPU = torch.device("cpu")
 
 
 def test_auto_takes_bf16_only_on_cpus_with_amx(monkeypatch):
-    monkeypatch.setattr(compute, "cpu_has_amx", lambda: False)
+    from amos_autoseg.runtime import precision
+
+    for module in (compute, precision):
+        monkeypatch.setattr(module, "cpu_has_amx", lambda: False)
     assert compute.inference_dtype("auto", CPU) is None
-    monkeypatch.setattr(compute, "cpu_has_amx", lambda: True)
+    for module in (compute, precision):
+        monkeypatch.setattr(module, "cpu_has_amx", lambda: True)
     assert compute.inference_dtype("auto", CPU) is torch.bfloat16
     assert compute.inference_dtype("fp32", CPU) is None
     assert compute.use_channels_last(CPU, torch.bfloat16) and not compute.use_channels_last(CPU, None)
