@@ -102,7 +102,6 @@ class CascadePredictor:
                       progress: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Labels (and probabilities) of the cascade stage, as :meth:`Predictor.predict_image`."""
         from amos_autoseg.augmentation.previous_stage import onehot
-        from amos_autoseg.inference.export import export_prediction
         from amos_autoseg.preprocessing.pipeline import preprocess_case
 
         previous, _ = self.previous.predict_image(image, geometry, modality, phase, case_id, progress=progress)
@@ -113,8 +112,7 @@ class CascadePredictor:
         del seg, previous
         scores = self.stage.predict_log_probabilities(data, progress=progress)
         del data
-        return export_prediction(scores, props, plans, config, with_probabilities=with_probabilities,
-                                 log_scores=True)
+        return self.stage.export(scores, props, with_probabilities)  # on the device, as every stage exports
 
 
 @dataclass

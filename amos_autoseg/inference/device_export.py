@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from amos_autoseg.inference.compute import available_memory
-from amos_autoseg.inference.export import MIN_PROBABILITY, ExportProperties
+from amos_autoseg.inference.export import MIN_PROBABILITY, ExportProperties, crop_layout
 from amos_autoseg.inference.oom import OomLadder, run_with_ladder
 from amos_autoseg.planning.plans import ResamplingPlan
-from amos_autoseg.preprocessing.grid import linear_taps, nearest_indices, separate_axis
+from amos_autoseg.preprocessing.grid import linear_taps, nearest_indices
 
 CPU_BUDGET = 256 * 2**20  # float32 bytes of one slab's work on the CPU
 MIN_BUDGET = 8 * 2**20
@@ -114,13 +114,7 @@ def _export(
     log_scores: bool,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     n_classes = int(scores.shape[0])
-    crop = tuple(int(s) for s in props.shape_after_crop)
-    full = tuple(int(s) for s in props.shape_before_crop)
-    box = tuple(slice(int(a), int(b)) for a, b in props.bbox)
-    if tuple(b.stop - b.start for b in box) != crop:
-        raise ValueError(f"crop box {props.bbox} does not match the cropped shape {crop}")
-    axis = separate_axis(props.target_spacing, props.spacing, resampling.force_separate_z,
-                         resampling.anisotropy_threshold)
+    crop, full, box, axis = crop_layout(props, resampling)
     orders = [resampling.order_z if a == axis else resampling.order_probabilities for a in range(3)]
     resampler = SlabResampler(scores, crop, orders, settings.device, log_scores)
     rows = slab_rows(settings.budget_bytes, n_classes, crop[1:])

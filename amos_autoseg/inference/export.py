@@ -147,6 +147,24 @@ def export_probabilities(
     return labels, probs
 
 
+def crop_layout(props: ExportProperties, resampling: ResamplingPlan,
+                ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[slice, ...], int | None]:
+    """Where a prediction goes back: the cropped shape it is resampled to, the shape before cropping, the crop
+    box in it, and the axis resampled separately (nnU-Net's thick-axis rule; ``None``: none).
+
+    Raises:
+        ValueError: the record's crop box does not match its cropped shape.
+    """
+    crop = tuple(int(s) for s in props.shape_after_crop)
+    full = tuple(int(s) for s in props.shape_before_crop)
+    box = tuple(slice(int(a), int(b)) for a, b in props.bbox)
+    if tuple(b.stop - b.start for b in box) != crop:
+        raise ValueError(f"crop box {props.bbox} does not match the cropped shape {crop}")
+    axis = separate_axis(props.target_spacing, props.spacing, resampling.force_separate_z,
+                         resampling.anisotropy_threshold)
+    return crop, full, box, axis
+
+
 def _export(
     probabilities: torch.Tensor,
     props: ExportProperties,
@@ -156,13 +174,7 @@ def _export(
     log_scores: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     n_classes = int(probabilities.shape[0])
-    crop_shape = tuple(int(s) for s in props.shape_after_crop)
-    full_shape = tuple(int(s) for s in props.shape_before_crop)
-    box = tuple(slice(int(a), int(b)) for a, b in props.bbox)
-    if tuple(b.stop - b.start for b in box) != crop_shape:
-        raise ValueError(f"crop box {props.bbox} does not match the cropped shape {crop_shape}")
-    axis = separate_axis(props.target_spacing, props.spacing, resampling.force_separate_z,
-                         resampling.anisotropy_threshold)
+    crop_shape, full_shape, box, axis = crop_layout(props, resampling)
     step = max(1, chunk_bytes // (4 * math.prod(crop_shape)))
     chunks = [(a, min(n_classes, a + step)) for a in range(0, n_classes, step)]
     device = probabilities.device
