@@ -46,10 +46,6 @@ class Layout:
     shapes_equal: bool | None
     plan: dict
 
-    @property
-    def raw(self) -> Path:
-        return self.nnunet_raw_root / self.dataset_name
-
 
 def write_cases(work: Path, modality: str, args: argparse.Namespace) -> tuple[Path, list[str], list[str]]:
     """The synthetic cases (once) and the ids of the training and held-out ones (the last ``--heldout``)."""

@@ -90,7 +90,8 @@ def _architecture(net: dict[str, Any]) -> dict[str, Any]:
         "n_stages": len(net["strides"]), "features_per_stage": [int(f) for f in net["features_per_stage"]],
         "conv_op": "torch.nn.modules.conv.Conv3d", "kernel_sizes": [list(map(int, k)) for k in net["kernel_sizes"]],
         "strides": [list(map(int, s)) for s in net["strides"]], blocks_key: list(map(int, net["n_blocks_per_stage"])),
-        "n_conv_per_stage_decoder": list(map(int, net["n_conv_per_stage_decoder"])), "conv_bias": bool(net["conv_bias"]),
+        "n_conv_per_stage_decoder": list(map(int, net["n_conv_per_stage_decoder"])),
+        "conv_bias": bool(net["conv_bias"]),
         "norm_op": norm_op, "norm_op_kwargs": dict(norm_kwargs), "dropout_op": None, "dropout_op_kwargs": None,
         "nonlin": nonlin, "nonlin_kwargs": dict(nonlin_kwargs),
     }

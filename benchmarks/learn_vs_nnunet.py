@@ -35,6 +35,7 @@ import logging
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -60,8 +61,13 @@ def run_logged(cmd: list[str], logfile: Path, env: dict[str, str] | None = None)
         out.write("$ " + shlex.join(cmd) + "\n")
         out.flush()
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # interrupted: the command and every process it started end with us
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+            raise
         wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
@@ -208,8 +214,13 @@ def report(args: argparse.Namespace, layouts: list[learn_data.Layout], results: 
     return md
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(f"terminated by signal {signum}")  # unwinds through run_logged, which ends its command
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    signal.signal(signal.SIGTERM, _terminated)
     args = parse_args(argv)
     check_settings(args)
     python = nnunet_python() if "nnunet" in args.tools else None
