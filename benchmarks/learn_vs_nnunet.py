@@ -199,6 +199,9 @@ def report(args: argparse.Namespace, layouts: list[learn_data.Layout], results: 
                 table.setdefault(lay.modality, {})[tool] = learn_score.aggregate(runs)
     names = {str(k): v for k, v in AMOS_SHORT_NAMES.items()}
     setting = [learn_data.describe(lay) for lay in layouts]
+    setting.append("torch: ours " + _torch_version(Path(sys.executable))
+                   + ("" if "nnunet" not in args.tools else f", nnU-Net's venv {_torch_version(nnunet_python())}")
+                   + f"; our extra train flags: {args.our_args or 'none'}")
     header = (f"### Held-out Dice, same plan and recipe: {args.iters} iterations ({args.iters_per_epoch} per epoch), "
               f"lr {args.lr}, momentum {args.momentum}, {args.threads} torch threads and {args.workers} augmentation "
               f"worker(s) each, device {args.device}, no TTA\n\n" + "\n".join(f"- {s}" for s in setting))
@@ -212,6 +215,11 @@ def report(args: argparse.Namespace, layouts: list[learn_data.Layout], results: 
         {"settings": {k: getattr(args, k) for k in DATA_KEYS + RECIPE_KEYS}, "table": table,
          "verdicts": learn_score.verdicts(table), "layouts": setting, "runs": results}, indent=1))
     return md
+
+
+def _torch_version(python: Path) -> str:
+    code = "import torch; print(torch.__version__)"
+    return subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def _terminated(signum: int, frame: object) -> None:
