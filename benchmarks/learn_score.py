@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 MARGIN = 0.02  # ours passes when its mean Dice is at least nnU-Net's minus this
+LEARNED = 0.3  # an organ counts as learned when its mean Dice over seeds exceeds this
 
 
 def dice_per_organ(pred: np.ndarray, ref: np.ndarray, labels: list[int]) -> dict[int, float | None]:
@@ -94,8 +95,9 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         vals = [r["summary"]["organ_dice"].get(k) for r in runs]
         vals = [v for v in vals if v is not None]
         organ[k] = float(np.mean(vals)) if vals else None
+    learned = sum(1 for v in organ.values() if v is not None and v > LEARNED)
     return {"seeds": [r["seed"] for r in runs], "mean": float(means.mean()), "std": float(means.std()),
-            "min": float(means.min()), "max": float(means.max()), "organ_dice": organ,
+            "min": float(means.min()), "max": float(means.max()), "organ_dice": organ, "learned": learned,
             "train_s": float(np.mean([r["train_wall_s"] for r in runs])),
             "train_cpu_s": float(np.mean([r["train_cpu_s"] for r in runs]))}
 
@@ -115,13 +117,13 @@ def markdown(table: dict[str, dict[str, dict[str, Any]]], names: dict[str, str],
     """One Markdown table: a row per modality and tool, a column per organ; verdict lines below."""
     organs = sorted({k for tools in table.values() for t in tools.values() for k in t["organ_dice"]}, key=int)
     short = [names.get(k, k) for k in organs]
-    lines = [header, "", "| modality | tool | seeds | mean Dice | std | min / max | train s (CPU s) | "
-             + " | ".join(short) + " |", "| " + " | ".join(["---"] * (7 + len(organs))) + " |"]
+    lines = [header, "", f"| modality | tool | seeds | mean Dice | std | min / max | organs > {LEARNED} | "
+             "train s (CPU s) | " + " | ".join(short) + " |", "| " + " | ".join(["---"] * (8 + len(organs))) + " |"]
     for modality, tools in table.items():
         for tool, t in tools.items():
             cells = ["-" if t["organ_dice"].get(k) is None else f"{t['organ_dice'][k]:.2f}" for k in organs]
             lines.append(f"| {modality} | {TOOL_NAMES.get(tool, tool)} | {len(t['seeds'])} | {t['mean']:.3f} | "
-                         f"{t['std']:.3f} | {t['min']:.3f} / {t['max']:.3f} | {t['train_s']:.0f} "
+                         f"{t['std']:.3f} | {t['min']:.3f} / {t['max']:.3f} | {t['learned']} | {t['train_s']:.0f} "
                          f"({t['train_cpu_s']:.0f}) | " + " | ".join(cells) + " |")
     lines.append("")
     for modality, ok in verdicts(table).items():

@@ -139,23 +139,24 @@ def test_run_summary_and_seed_aggregate() -> None:
     assert s["mean_dice"] == pytest.approx((0.75 + 0.6 + 0.0) / 3)
     assert s["absent"] == {"1": 0, "2": 1, "3": 1} and s["false_detections"] == 1
     runs = [{"seed": k, "train_wall_s": 10.0 * k, "train_cpu_s": 5.0,
-             "summary": {"mean_dice": m, "organ_dice": {"1": m, "2": None}}} for k, m in ((1, 0.2), (2, 0.4))]
+             "summary": {"mean_dice": m, "organ_dice": {"1": m, "2": None}}} for k, m in ((1, 0.2), (2, 0.5))]
     agg = learn_score.aggregate(runs)
-    assert agg["mean"] == pytest.approx(0.3) and agg["std"] == pytest.approx(0.1)
-    assert (agg["min"], agg["max"], agg["train_s"]) == (0.2, 0.4, 15.0)
-    assert agg["organ_dice"] == {"1": pytest.approx(0.3), "2": None}
+    assert agg["mean"] == pytest.approx(0.35) and agg["std"] == pytest.approx(0.15)
+    assert (agg["min"], agg["max"], agg["train_s"]) == (0.2, 0.5, 15.0)
+    assert agg["organ_dice"] == {"1": pytest.approx(0.35), "2": None} and agg["learned"] == 1
 
 
 def test_verdict_and_table() -> None:
     def tool(mean):
         return {"seeds": [0], "mean": mean, "std": 0.0, "min": mean, "max": mean, "organ_dice": {"6": mean},
-                "train_s": 1.0, "train_cpu_s": 1.0}
+                "learned": 1, "train_s": 1.0, "train_cpu_s": 1.0}
 
     table = {"CT": {"ours": tool(0.49), "nnunet": tool(0.50)}, "MRI": {"ours": tool(0.40), "nnunet": tool(0.43)},
              "X": {"nnunet": tool(0.1)}}
     assert learn_score.verdicts(table) == {"CT": True, "MRI": False, "X": None}
     md = learn_score.markdown(table, {"6": "liver"}, "# h")
-    assert "| CT | amos_autoseg | 1 | 0.490 |" in md and "| liver |" in md
+    assert "| CT | amos_autoseg | 1 | 0.490 | 0.000 | 0.490 / 0.490 | 1 | 1 (1) | 0.49 |" in md
+    assert "| organs > 0.3 |" in md and "| liver |" in md
     assert "- CT: ours >= nnU-Net - 0.02: yes (ours - nnU-Net = -0.010)" in md
     assert "- MRI: ours >= nnU-Net - 0.02: no" in md and "- X:" not in md
 
