@@ -262,3 +262,23 @@ def test_cli_synth(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["synth", "--out", str(blocker), "--n-ct", "1", "--n-mri", "0"]) == 2
+
+
+def test_medium_size_is_near_isotropic_with_every_organ_a_few_voxels_thick() -> None:
+    """The "medium" preset (CPU learning benchmarks): in-plane and slice counts in range, slices at most about
+    twice the in-plane spacing (tiny goes to 4x), voxels of 6-16 mm, and the anatomy still right."""
+    for modality in ("CT", "MRI"):
+        (lo, hi), (zlo, zhi) = SIZES["medium"][modality]
+        ratios = []
+        for i in range(10):
+            spec = make_spec(modality, i, seed=0, size="medium")
+            grid = sample_grid(spec, sample_body(case_rng(spec, 0)), case_rng(spec, 1))
+            nz, ny, nx = grid.shape
+            sx, _, sz = grid.spacing
+            assert lo <= nx <= hi and zlo <= nz <= zhi and 6.0 <= sx <= 10.0 and sz <= 16.0
+            ratios.append(sz / sx)
+        assert max(ratios) < 2.3 and min(ratios) >= 0.9
+    case = make_case(make_spec("CT", 0, seed=0, size="medium"))
+    organs = set(np.unique(case.label).tolist()) - {0}
+    assert {SPLEEN, KIDNEY_R, KIDNEY_L, LIVER, AORTA, IVC, PANCREAS, 4, 5, 7, 11, 12, 13} <= organs
+    _check_anatomy(_centroids(case.label, case.geometry), "medium CT 0")

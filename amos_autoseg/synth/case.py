@@ -25,6 +25,16 @@ SIZES: dict[str, dict[str, tuple[tuple[int, int], tuple[int, int]]]] = {
     "tiny": {"CT": ((32, 56), (12, 32)), "MRI": ((32, 48), (12, 24))},
     "small": {"CT": ((96, 128), (32, 96)), "MRI": ((96, 128), (24, 64))},
     "full": {"CT": ((512, 512), (80, 200)), "MRI": ((256, 320), (30, 90))},
+    "medium": {"CT": ((44, 52), (24, 40)), "MRI": ((44, 52), (20, 32))},
+}
+# coarse presets: slice spacing / in-plane spacing drawn from (thick-slice range, thin-slice range) before the
+# slice count is clipped to the preset's range. "medium" keeps slices close to isotropic: about tiny's voxel count
+# (8 mm in-plane), but 11 mm slices where tiny plans 18 mm, so small organs span more slices (CPU learning
+# benchmarks)
+SLICE_RATIOS: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    "tiny": ((2.6, 4.0), (0.9, 1.5)),
+    "small": ((2.6, 4.0), (0.9, 1.5)),
+    "medium": ((1.3, 1.8), (0.9, 1.2)),
 }
 _MODALITY_KEY = {"CT": 0, "MRI": 1}
 
@@ -38,7 +48,7 @@ class CaseSpec:
         modality: ``"CT"`` or ``"MRI"``.
         index: position among the dataset's cases of this modality (0-based).
         seed: dataset seed.
-        size: ``"tiny"``, ``"small"`` or ``"full"``.
+        size: a key of :data:`SIZES` (``"tiny"``, ``"small"``, ``"medium"`` or ``"full"``).
         phase: contrast phase (CT) or sequence (MRI).
         direction: one of :data:`~amos_autoseg.synth.grid.DIRECTION_KINDS`.
         thick: thick slices (CT 5 mm, MRI 6-8 mm) rather than thin ones.
@@ -113,7 +123,8 @@ def sample_grid(spec: CaseSpec, body: Body, rng: np.random.Generator) -> Grid:
             rng.uniform(1.0, 2.0) if ct else (rng.uniform(5.5, 8.0) if spec.thick else rng.uniform(3.0, 5.0)))
     else:
         s_xy = fov_xy / n_x
-        ratio = rng.uniform(2.6, 4.0) if spec.thick else rng.uniform(0.9, 1.5)
+        thick, thin = SLICE_RATIOS[spec.size]
+        ratio = rng.uniform(*thick) if spec.thick else rng.uniform(*thin)
         s_z = s_xy * ratio
     n_y = n_x if ct else int(round(n_x * rng.uniform(0.78, 1.0)))
     # CT: abdomen (dome to below the kidneys) or abdomen-pelvis; MRI: upper abdomen, rarely down to the pelvis

@@ -74,7 +74,8 @@ def write_dataset(
         n_ct: CT cases (ids amos_0001 up, below 500 as the AMOS id rule wants).
         n_mri: MRI cases (ids amos_0501 up).
         seed: dataset seed; the same seed gives identical files.
-        size: ``"tiny"`` (tests), ``"small"`` (demos) or ``"full"`` (512x512 CT, benchmarks).
+        size: ``"tiny"`` (tests), ``"small"`` (demos), ``"medium"`` (tiny's voxel count, near-isotropic 8 x 8 x
+            11 mm voxels: CPU learning benchmarks) or ``"full"`` (512x512 CT, benchmarks).
         val_fraction: fraction of each modality's cases written to imagesVa/labelsVa as "validation".
         workers: worker processes (0: serial in this process).
 
