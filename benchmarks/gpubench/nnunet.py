@@ -39,6 +39,21 @@ from benchmarks.gpubench.common import (
 DONE_MARKER = "gpu_bench_preprocessed.json"
 
 
+def entry_point_settings(device: Any) -> None:
+    """What ``nnUNetv2_train`` and ``nnUNetv2_predict`` set before they start on CUDA: one torch thread ("multithreading
+    in torch doesn't help nnU-Net if run on GPU") and cuDNN autotuning."""
+    import torch
+
+    if device.type == "cuda":
+        torch.set_num_threads(1)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # only possible before the first parallel work; nothing has run yet here
+            pass
+        torch.backends.cudnn.deterministic = False
+        torch.backends.cudnn.benchmark = True
+
+
 def preprocessed_folder() -> Path:
     """nnU-Net's preprocessed dataset folder (from ``nnUNet_preprocessed``)."""
     return Path(os.environ["nnUNet_preprocessed"]) / DATASET
@@ -83,6 +98,7 @@ def train_worker(settings: dict[str, Any]) -> None:
     plans["continue_training"] = False  # what nnunetv2.run.run_training adds before building a trainer
     dataset_json = json.loads((pp / "dataset.json").read_text(encoding="utf-8"))
     device = torch.device(settings["device"])
+    entry_point_settings(device)
     windows = Windows.from_json(settings["windows"])
     trainer = nnUNetTrainer(plans, CONFIG, 0, dataset_json, device=device)
     trainer.disable_checkpointing = True
@@ -206,6 +222,7 @@ def predict_worker(settings: dict[str, Any]) -> None:
     plans = json.loads((pp / "nnUNetPlans.json").read_text(encoding="utf-8"))
     dataset_json = json.loads((pp / "dataset.json").read_text(encoding="utf-8"))
     device = torch.device(settings["device"])
+    entry_point_settings(device)
     deadline = Deadline(settings["deadline"])
     pm = PlansManager(plans)
     cm = pm.get_configuration(CONFIG)
