@@ -189,9 +189,8 @@ def worker_call(name: str, setup: dict[str, Any], p: dict[str, Any], device: str
 
 
 def run_sections(args: argparse.Namespace, p: dict[str, Any], device: str, work: Path, deadline: Deadline,
-                 nnunet: tuple[str | None, str]) -> dict[str, Any]:
-    """Every section in order, each within its time limit; their statuses and figures."""
-    sections: dict[str, Any] = {}
+                 nnunet: tuple[str | None, str], sections: dict[str, Any]) -> None:
+    """Every section in order, each within its time limit; their statuses and figures go into ``sections``."""
     setup: dict[str, Any] | None = None
     for name in SECTIONS:
         path = work / "results" / f"{name}.json"
@@ -199,6 +198,7 @@ def run_sections(args: argparse.Namespace, p: dict[str, Any], device: str, work:
             sections[name] = earlier(path)
             setup = sections[name].get("result") if name == "setup" else setup
             continue
+        before = earlier(path).get("result")
         path.unlink(missing_ok=True)
         clear_predictions(work, name)
         limit = Deadline(min(deadline.at, time.time() + p["caps"][name]))
@@ -210,15 +210,28 @@ def run_sections(args: argparse.Namespace, p: dict[str, Any], device: str, work:
         start = time.time()
         log.info("%s: starting (at most %.0f s)", name, limit.left())
         if name == "setup":
-            setup = run_setup(args, p, work, limit, nnunet[0])
-            save_result(path, setup)
-            status = "done"
+            setup, status = _setup_section(args, p, work, limit, nnunet[0], before)
         else:
             kind, python, settings, env = worker_call(name, setup, p, device, work, limit, nnunet[0])
             status = run_worker(kind, python, settings, env, limit.left(), work)
         sections[name] = {**earlier(path), "status": status, "seconds": round(time.time() - start, 1)}
         log.info("%s: %s in %.0f s", name, status, time.time() - start)
-    return sections
+
+
+def _setup_section(args: argparse.Namespace, p: dict[str, Any], work: Path, limit: Deadline,
+                   nnunet_python: str | None, before: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str]:
+    """Run the set-up; figures of other sections from an earlier run are dropped when its cases or plan changed."""
+    try:
+        setup = run_setup(args, p, work, limit, nnunet_python)
+    except Exception as exc:  # any failure: the tables are still written, saying why
+        log.exception("setup failed")
+        return None, f"failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+    save_result(work / "results" / "setup.json", setup)
+    if before and (before.get("cases"), before.get("plan")) != (setup["cases"], setup["plan"]):
+        for other in SECTIONS[1:]:
+            (work / "results" / f"{other}.json").unlink(missing_ok=True)
+            clear_predictions(work, other)
+    return setup, "done"
 
 
 def _why_not(name: str, setup: dict[str, Any] | None, nnunet: tuple[str | None, str], limit: Deadline) -> str:
@@ -301,7 +314,14 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     nnunet = find_nnunet(args.no_nnunet, args.nnunet_python)
     log.info("device %s, work %s, budget %.0f s, nnU-Net: %s", device, work, p["budget"], nnunet[1])
-    sections = run_sections(args, p, device, work, Deadline(start + p["budget"]), nnunet)
+    sections: dict[str, Any] = {}
+    stopped = 0
+    try:
+        run_sections(args, p, device, work, Deadline(start + p["budget"]), nnunet, sections)
+    except SystemExit as exc:  # SIGTERM (the wrapper's hard limit) or Ctrl-C: tables of what was measured
+        stopped = int(exc.code or 1)
+        for name in SECTIONS:
+            sections.setdefault(name, {**earlier(work / "results" / f"{name}.json"), "status": "stopped"})
     doc = {"meta": describe(args, p, device, sections, nnunet, time.time() - start), "sections": sections,
            "dice": score_heldout(work, sections.get("setup", {}).get("result"))}
     doc.update(report.build(doc))
@@ -311,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "gpu_bench.md").write_text(text + "\n", encoding="utf-8")
     print(report.heading(doc))
     print(text, flush=True)
-    return 0
+    return stopped
 
 
 if __name__ == "__main__":

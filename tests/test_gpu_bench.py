@@ -169,3 +169,55 @@ def test_standins_import_but_refuse_any_use() -> None:
         sitk.Image.GetSize()
     with pytest.raises(AttributeError):
         sitk.__path_hooks__  # noqa: B018 - dunder names stay missing, so imports treat it as a plain module
+
+
+def _doc_with_figures() -> dict:
+    """A results document as the card would give it (every section done), with round figures."""
+    def train(s_per_it: float, ceiling: float) -> dict:
+        return {"status": "done", "s_per_it": s_per_it, "wait_fraction": 0.25, "ceiling_s_per_it": ceiling}
+
+    def predict(precision: str | None, one: float, five: float) -> list[dict]:
+        return [{"precision": precision, "folds": folds, "tta": folds == 5, "preprocess_s": 1.0,
+                 "network_s": total - 3.0, "export_s": 2.0, "total_s": total} for folds, total in ((1, one), (5, five))]
+
+    return {
+        "meta": {"workers": 12, "same_precision": "fp16", "iterations": 200, "heldout_cases": 2,
+                 "test_shape": [200, 512, 512]},
+        "sections": {
+            "setup": {"status": "done", "result": {}},
+            "train_nnunet": {"status": "done", "result": train(0.10, 0.05)},
+            "train_ours": {"status": "done", "result": {"variants": {
+                "same": train(0.06, 0.05), "default": train(0.05, 0.046), "cpu_aug": train(0.09, 0.046)}}},
+            "predict_ours": {"status": "done", "result": {"rows": predict("fp16", 4.0, 36.0)
+                                                         + predict("auto", 3.5, 35.0)}},
+            "predict_nnunet": {"status": "done", "result": {"rows": predict(None, 40.0, 120.0)}},
+        },
+        "dice": {"nnunet": {"mean": 79.0}, "ours_same": {"mean": 79.5}, "ours_default": {"mean": 80.0},
+                 "ours_cpu_aug": {"mean": 80.6}},
+    }
+
+
+def test_targets_are_judged_from_the_figures() -> None:
+    """What the card's run will print: each target's figure and verdict, from nnU-Net's and our figures."""
+    from benchmarks.gpubench import report
+
+    doc = _doc_with_figures()
+    doc.update(report.build(doc))
+    targets = [(row[1], row[2]) for row in doc["targets"]["rows"]]
+    assert targets == [("2.00x", "met"),  # 0.10 / 0.05 s per iteration, ours default
+                       ("1.67x", "missed"),  # 0.10 / 0.06, ours at fp16
+                       ("92.0%", "met"),  # ceiling 0.046 s / 0.05 s with data
+                       ("3.4x", "met"),  # 120 s / 35 s, 5 folds + TTA
+                       ("35.0 s", "missed"),  # not under 30 s
+                       ("11.4x", "met"),  # 40 s / 3.5 s, 1 fold
+                       ("0.60 points", "missed")]  # |80.0 - 80.6|
+    def row(start: str) -> list[str]:
+        return next(r for r in doc["table"]["rows"] if r[1].startswith(start))[2:]
+
+    assert row("training s/it") == ["0.1000", "0.0600", "0.0500", "1.67x / 2.00x"]
+    assert row("5 folds + TTA") == ["120.0 (1.0 + 117.0 + 2.0)", "36.0 (1.0 + 33.0 + 2.0)",
+                                    "35.0 (1.0 + 32.0 + 2.0)", "3.3x / 3.4x"]
+    assert row("Dice % on 2 held-out") == ["79.0", "79.5", "80.0", ""]
+    markdown = report.markdown(doc)
+    assert markdown.splitlines()[-1] == ("| Dice within 0.5 point of the CPU-augmentation path at equal budget | "
+                                         "0.60 points | missed |")

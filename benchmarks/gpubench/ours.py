@@ -62,6 +62,8 @@ def train_worker(settings: dict[str, Any]) -> None:
             save_result(out, result)
             continue
         model.load_state_dict(initial)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()
         result["variants"][variant["name"]] = figures = {"status": "running", **variant}
         save_result(out, result)

@@ -20,14 +20,19 @@ TARGETS = {  # issue 15's targets on the card
 VARIANTS = ("same", "default")  # ours: nnU-Net's precision, our default
 
 
+def _why(doc: dict[str, Any], name: str) -> str:
+    """A section's status as a reason for a missing figure (a section stopped at its time limit: "skipped
+    (budget)")."""
+    status = (doc["sections"].get(name) or {}).get("status", "not run")
+    if status in ("done", "earlier run"):  # the section ran, but this figure is not among its results
+        return "not run"
+    return "skipped (budget)" if status == "timeout" else status
+
+
 def _section(doc: dict[str, Any], name: str) -> tuple[dict[str, Any] | None, str]:
     """A section's figures, or ``None`` and the reason they are missing."""
-    sec = doc["sections"].get(name) or {"status": "not run"}
-    result = sec.get("result")
-    if result:
-        return result, ""
-    status = sec.get("status", "not run")
-    return None, "skipped (budget)" if status == "timeout" else status
+    result = (doc["sections"].get(name) or {}).get("result")
+    return (result, "") if result else (None, _why(doc, name))
 
 
 def _variant(doc: dict[str, Any], name: str) -> tuple[dict[str, Any] | None, str]:
@@ -40,7 +45,7 @@ def _variant(doc: dict[str, Any], name: str) -> tuple[dict[str, Any] | None, str
     if v.get("skipped"):
         return None, f"skipped ({v['skipped']})"
     if v.get("status") != "done":
-        return None, "skipped (budget)" if doc["sections"]["train_ours"].get("status") == "timeout" else "failed"
+        return None, _why(doc, "train_ours")
     return v, ""
 
 
@@ -51,7 +56,7 @@ def _prediction(doc: dict[str, Any], tool: str, folds: int, precision: str | Non
     for row in result.get("rows", []):
         if row["folds"] == folds and (precision is None or row.get("precision") == precision):
             return (None, f"skipped ({row['skipped']})") if row.get("skipped") else (row, "")
-    return None, "skipped (budget)" if doc["sections"][f"predict_{tool}"].get("status") == "timeout" else "not run"
+    return None, _why(doc, f"predict_{tool}")
 
 
 def _fmt(value: float | None, spec: str, why: str) -> str:
@@ -66,6 +71,8 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def _train_rows(doc: dict[str, Any]) -> tuple[list[list[str]], dict[str, Any]]:
     nn, nn_why = _section(doc, "train_nnunet")
+    if nn is not None and nn.get("status") != "done":  # stopped before its figures were complete
+        nn, nn_why = None, _why(doc, "train_nnunet")
     ours = {v: _variant(doc, v) for v in (*VARIANTS, "cpu_aug")}
     got: dict[str, Any] = {"nnunet": nn}
     got.update({v: ours[v][0] for v in ours})
