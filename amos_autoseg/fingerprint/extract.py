@@ -128,20 +128,52 @@ def analyze_case(case: Case, num_samples: int, seed: int = SEED) -> CaseResult:
     label, _ = read_label(case.label)
     if label.shape != data.shape[1:]:
         raise InputError(case.label, f"label size {list(label.shape)} differs from its image's {list(data.shape[1:])}")
+    assert geometry is not None
+    return analyze_arrays(case.case_id, case.modality, case.phase, data, label, geometry.spacing, num_samples, seed)
+
+
+def analyze_arrays(case_id: str, modality: str, phase: str, data: np.ndarray, label: np.ndarray,
+                   spacing: Sequence[float], num_samples: int, seed: int = SEED) -> CaseResult:
+    """:func:`analyze_case` of a case already in memory (no file is read, so no SimpleITK is needed).
+
+    Args:
+        case_id: the case's id.
+        modality: ``"CT"`` or ``"MRI"``.
+        phase: contrast phase.
+        data: image channels (C, Z, Y, X).
+        label: label map (Z, Y, X) on the same grid.
+        spacing: mm per voxel, array order (z, y, x).
+        num_samples: foreground intensities to draw per channel.
+        seed: seed of the draw.
+    """
     box = nonzero_bbox(data)
     samples = sample_foreground(data[(slice(None), *box)], label[box] > 0, num_samples, seed)
     ids, counts = _label_counts(label)
-    assert geometry is not None
     fingerprint = CaseFingerprint(
-        case_id=case.case_id,
-        modality=case.modality,
-        phase=case.phase,
-        spacing=[float(s) for s in geometry.spacing],
-        shape=[int(s) for s in geometry.shape],
+        case_id=case_id,
+        modality=modality,
+        phase=phase,
+        spacing=[float(s) for s in spacing],
+        shape=[int(s) for s in label.shape],
         shape_after_crop=[b.stop - b.start for b in box],
         label_voxels={int(k): int(n) for k, n in zip(ids, counts) if k != 0 and n > 0},
     )
     return CaseResult(fingerprint, samples)
+
+
+def fingerprint_from_results(name: str, labels: dict[int, str], results: Sequence[CaseResult],
+                             num_samples: int) -> Fingerprint:
+    """The dataset fingerprint of per-case results (e.g. of :func:`analyze_arrays`), as
+    :func:`extract_fingerprint` aggregates them.
+
+    Args:
+        name: dataset name.
+        labels: label id -> name, background included.
+        results: one per labelled training case, sorted by id.
+        num_samples: the per-case sample count the results were drawn with.
+    """
+    dataset = Dataset(root=Path("."), name=name, layout="arrays", labels=dict(labels), cases=())
+    return _aggregate(dataset, results, num_samples)
 
 
 def _label_counts(label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
