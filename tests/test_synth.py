@@ -282,3 +282,29 @@ def test_medium_size_is_near_isotropic_with_every_organ_a_few_voxels_thick() -> 
     organs = set(np.unique(case.label).tolist()) - {0}
     assert {SPLEEN, KIDNEY_R, KIDNEY_L, LIVER, AORTA, IVC, PANCREAS, 4, 5, 7, 11, 12, 13} <= organs
     _check_anatomy(_centroids(case.label, case.geometry), "medium CT 0")
+
+
+def test_demo_size_is_fine_consistent_and_holds_every_organ() -> None:
+    from amos_autoseg.synth.case import DEMO_SPACING
+
+    seen: set[int] = set()
+    for modality, n in (("CT", 4), ("MRI", 2)):
+        for i in range(n):
+            spec = make_spec(modality, i, seed=0, size="demo")
+            assert spec.direction == "las" and not spec.thick
+            body = sample_body(case_rng(spec, 0))
+            case = make_case(spec)
+            nz, ny, nx = case.label.shape
+            sz, sy, sx = case.geometry.spacing
+            base_xy, base_z = DEMO_SPACING[modality]
+            assert abs(sx / base_xy - 1) <= 0.03 and sx == sy and abs(sz / base_z - 1) <= 0.03
+            assert nx * sx >= 2 * body.a  # the whole body cross-section, as a scan's field of view has it
+            assert (lo := SIZES["demo"][modality][0][0]) <= nx and ny >= lo and nz * sz >= 400.0
+            assert np.allclose(np.array(case.geometry.direction).reshape(3, 3), np.diag([1.0, -1.0, 1.0]))
+            counts = np.bincount(case.label.ravel(), minlength=16)
+            present = {k for k in range(1, 16) if counts[k]}
+            assert present >= set(range(1, 16)) - {4}, f"{spec.case_id}: only {sorted(present)}"  # 4: gallbladder
+            assert min(counts[k] for k in (5, 11, 12)) >= 20  # esophagus and adrenals: tens of voxels
+            _check_anatomy(_centroids(case.label, case.geometry), spec.case_id)
+            seen |= present
+    assert seen == set(range(1, 16))

@@ -111,3 +111,24 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_path, capsys):
     assert main(["train", str(exp), "--fold", "7", "--device", "cpu"]) == 2
     assert "--fold 7" in capsys.readouterr().err
     assert main(["train", str(exp), "--fold", "0", "--device", "cpu", "--epochs", "0"]) == 2
+
+
+def test_adamw_with_warmup_resumes_bit_exactly_mid_schedule(tmp_path):
+    """The short-run recipe (AdamW, a per-step warm-up then cosine decay) through the real loop: the per-step
+    learning rates are the schedule's, and a run stopped after an epoch and resumed ends equal."""
+    recipe = dict(optimizer="adamw", lr_schedule="warmup_cosine", warmup_iterations=4)
+    full = train_fold(_opts(make_exp(tmp_path / "a", tiny_plans(**recipe)), validate=False), fake_collaborators())
+    exp = make_exp(tmp_path / "b", tiny_plans(**recipe))
+    train_fold(_opts(exp, stop_after_epoch=1, validate=False), fake_collaborators())
+    resumed = train_fold(_opts(exp, resume=True, validate=False), fake_collaborators())
+    a, b = ckpt.load_checkpoint(full.fold_dir / ckpt.FINAL), ckpt.load_checkpoint(resumed.fold_dir / ckpt.FINAL)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert "exp_avg_sq" in a["optimizer"]["state"][0]  # AdamW's state, not SGD's momentum buffer
+    lrs = [r["lr"] for r in a["log"]["records"]]
+    assert lrs == [r["lr"] for r in b["log"]["records"]]
+    assert lrs[0] == pytest.approx(0.01 / 4) and lrs[1] < 0.01 and lrs[2] < lrs[1]  # warm-up start, then cosine
+    from amos_autoseg.training.schedule import LRSchedule
+
+    last = LRSchedule(0.01, EPOCHS, ITERS, "warmup_cosine", warmup_iterations=4).lr(EPOCHS * ITERS - 1)
+    assert a["optimizer"]["param_groups"][0]["lr"] == pytest.approx(last) and last < 2e-4  # set per step

@@ -24,3 +24,11 @@ def test_learning_rate_and_momentum_override_the_plan():
 def test_bad_overrides_are_usage_errors(changes):
     with pytest.raises(UsageError):
         resolve_training(TrainingPlan(), TrainOptions(Path("exp"), "0", **changes))
+
+
+@pytest.mark.parametrize("bad", [{"optimizer": "lion"}, {"lr_schedule": "step"}])
+def test_plan_with_unknown_optimizer_or_schedule_is_an_input_error(bad):
+    from amos_autoseg.errors import InputError
+
+    with pytest.raises(InputError, match="plans.json"):
+        resolve_training(TrainingPlan(**bad), TrainOptions(Path("exp"), "0"))

@@ -18,7 +18,7 @@ from amos_autoseg.training.loss import (DeepSupervisionLoss, DiceCELoss, SoftDic
                                         deep_supervision_weights, resize_target)
 from amos_autoseg.training.metrics_log import TrainingLog
 from amos_autoseg.training.online_dice import PseudoDice
-from amos_autoseg.training.schedule import build_optimizer, poly_lr, set_lr
+from amos_autoseg.training.schedule import LRSchedule, build_optimizer, poly_lr, set_lr
 
 
 def _target(shape=(2, 1, 4, 6, 6), k=3, seed=0):
@@ -102,6 +102,25 @@ def test_poly_schedule_and_optimizer():
     assert g["nesterov"] and g["momentum"] == 0.99 and g["weight_decay"] == 3e-5
     set_lr(opt, 0.5)
     assert g["lr"] == 0.5
+
+
+def test_step_schedules_and_adamw():
+    poly = LRSchedule(1e-2, 10, 5)
+    assert [poly.lr(s) for s in range(50)] == [poly_lr(s // 5, 10, 1e-2) for s in range(50)]  # nnU-Net's, per epoch
+    warm = LRSchedule(1e-2, 10, 5, "warmup_poly", warmup_iterations=10)
+    assert [warm.lr(s) for s in (0, 4, 9)] == pytest.approx([1e-3, 5e-3, 1e-2])
+    assert warm.lr(10) == 1e-2 and warm.lr(30) == pytest.approx(1e-2 * (1 - 20 / 40) ** 0.9)
+    assert warm.lr(49) > 0 and warm.lr(50) == 0.0
+    cosine = LRSchedule(1e-2, 10, 5, "warmup_cosine")  # default warm-up: 5% of 50 steps, rounded
+    assert cosine.warmup_steps == 2 and cosine.lr(2) == 1e-2 and cosine.lr(26) == pytest.approx(5e-3)
+    with pytest.raises(UsageError):
+        LRSchedule(1e-2, 10, 5, "step")
+    with pytest.raises(UsageError):
+        LRSchedule(1e-2, 10, 5, "warmup_poly", warmup_iterations=50)
+    adam = build_optimizer([torch.nn.Parameter(torch.zeros(2))], 1e-3, 0.99, 3e-5, kind="adamw")
+    assert isinstance(adam, torch.optim.AdamW) and adam.param_groups[0]["weight_decay"] == 3e-5
+    with pytest.raises(UsageError):
+        build_optimizer([torch.nn.Parameter(torch.zeros(2))], 1e-3, 0.99, 3e-5, kind="lion")
 
 
 def test_precision_on_cpu_is_fp32_and_modes_are_checked():

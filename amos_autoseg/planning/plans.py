@@ -122,6 +122,7 @@ class TrainingPlan:
     momentum: float = 0.99
     weight_decay: float = 3e-5
     poly_exponent: float = 0.9
+    optimizer: str = "sgd"  # "sgd" (nnU-Net's, Nesterov) or "adamw" (short runs); training/schedule.py
     grad_clip_norm: float = 12.0
     oversample_foreground: float = 0.33
     mirror_axes: list[int] = field(default_factory=lambda: [0, 1, 2])

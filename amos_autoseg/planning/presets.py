@@ -69,6 +69,16 @@ def builtin_presets() -> dict[str, PlannerSettings]:
             max_features_3d=64,
             max_features_2d=128,
         ),
+        PlannerSettings(
+            name="cpu-demo",
+            description="cpu-small's narrow PlainConvUNet with a patch sized for a CPU step of a fraction of a "
+                        "second (memory target 0.05 GB), 3d_fullres only; for amos-autoseg demo, not for accuracy",
+            gpu_memory_gb=0.05,
+            base_features=8,
+            max_features_3d=64,
+            max_features_2d=128,
+            configurations=["3d_fullres"],
+        ),
     ]
     return {p.name: p for p in presets}
 

@@ -26,6 +26,8 @@ SIZES: dict[str, dict[str, tuple[tuple[int, int], tuple[int, int]]]] = {
     "small": {"CT": ((96, 128), (32, 96)), "MRI": ((96, 128), (24, 64))},
     "full": {"CT": ((512, 512), (80, 200)), "MRI": ((256, 320), (30, 90))},
     "medium": {"CT": ((44, 52), (24, 40)), "MRI": ((44, 52), (20, 32))},
+    # the demo's grid is set by DEMO_SPACING and the body; these ranges only bound it
+    "demo": {"CT": ((48, 128), (48, 128)), "MRI": ((40, 128), (48, 128))},
 }
 # coarse presets: slice spacing / in-plane spacing drawn from (thick-slice range, thin-slice range) before the
 # slice count is clipped to the preset's range. "medium" keeps slices close to isotropic: about tiny's voxel count
@@ -36,6 +38,10 @@ SLICE_RATIOS: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
     "small": ((2.6, 4.0), (0.9, 1.5)),
     "medium": ((1.3, 1.8), (0.9, 1.2)),
 }
+# size preset "demo": one in-plane and one slice spacing (mm) for every case, so that the thinnest organs
+# (adrenal limbs about 7 mm, the esophagus about 15 mm) are two or more voxels across on every case
+DEMO_SPACING: dict[str, tuple[float, float]] = {"CT": (4.0, 5.0), "MRI": (4.0, 5.0)}
+DEMO_DIRECTION = "las"  # as the AMOS NIfTI files are stored
 _MODALITY_KEY = {"CT": 0, "MRI": 1}
 
 
@@ -101,6 +107,10 @@ def make_spec(modality: str, index: int, seed: int = 0, size: str = "tiny") -> C
     spec = CaseSpec(case_id=f"amos_{number:04d}", modality=modality, index=index, seed=seed, size=size)
     rng = np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(_MODALITY_KEY[modality], index, 9)))
     shift = seed % 997 + (2 if modality == "MRI" else 0)
+    if size == "demo":  # one orientation and slice kind: the demo trains for minutes, not for invariance
+        return spec.with_(phase=phases[(index + shift) % len(phases)], direction=DEMO_DIRECTION, thick=False,
+                          label_uint16=bool(rng.uniform() < 0.3),
+                          image_uint16=modality == "MRI" and bool(rng.uniform() < 0.5))
     return spec.with_(
         phase=phases[(index + shift) % len(phases)],
         direction=DIRECTION_KINDS[(index + shift) % len(DIRECTION_KINDS)],
@@ -112,6 +122,8 @@ def make_spec(modality: str, index: int, seed: int = 0, size: str = "tiny") -> C
 
 def sample_grid(spec: CaseSpec, body: Body, rng: np.random.Generator) -> Grid:
     """Spacing, size, direction and position of the case's field of view."""
+    if spec.size == "demo":
+        return demo_grid(spec, body, rng)
     (xy_lo, xy_hi), (z_lo, z_hi) = SIZES[spec.size][spec.modality]
     ct = spec.modality == "CT"
     fov_xy = max(2 * body.a + rng.uniform(15.0, 60.0), rng.uniform(300.0, 400.0))
@@ -146,6 +158,23 @@ def sample_grid(spec: CaseSpec, body: Body, rng: np.random.Generator) -> Grid:
     offset = np.array([rng.normal(0.0, 15.0), rng.normal(-20.0, 40.0), rng.uniform(-900.0, 100.0)])
     direction = direction_matrix(spec.direction, rng)
     return place_grid((n_z, n_y, n_x), (s_xy, s_xy, s_z), direction, centre, offset)
+
+
+def demo_grid(spec: CaseSpec, body: Body, rng: np.random.Generator) -> Grid:
+    """The ``demo`` preset's field of view: the body's width plus a margin in-plane, from above the liver dome
+    to below the pelvic organs, at :data:`DEMO_SPACING` (each spacing varied by up to 3 %)."""
+    (xy_lo, xy_hi), (z_lo, z_hi) = SIZES["demo"][spec.modality]
+    base_xy, base_z = DEMO_SPACING[spec.modality]
+    s_xy = round(base_xy * rng.uniform(0.97, 1.03), 4)
+    s_z = round(base_z * rng.uniform(0.97, 1.03), 4)
+    n_x = int(np.clip(np.ceil((2.0 * body.a + rng.uniform(10.0, 40.0)) / s_xy), xy_lo, xy_hi))
+    n_y = n_x if spec.modality == "CT" else int(np.clip(round(n_x * rng.uniform(0.8, 0.9)), xy_lo, xy_hi))
+    top = body.dome_z + rng.uniform(30.0, 60.0)  # the lower esophagus and the lung bases
+    bottom = body.symphysis_z - rng.uniform(35.0, 55.0)  # below the prostate (male) and the bladder
+    n_z = int(np.clip(np.ceil((top - bottom) / s_z), z_lo, z_hi))
+    centre = np.array([rng.normal(0.0, 5.0), rng.normal(0.0, 5.0), top - (n_z - 1) * s_z / 2.0])
+    offset = np.array([rng.normal(0.0, 15.0), rng.normal(-20.0, 40.0), rng.uniform(-900.0, 100.0)])
+    return place_grid((n_z, n_y, n_x), (s_xy, s_xy, s_z), direction_matrix(spec.direction, rng), centre, offset)
 
 
 def make_case(spec: CaseSpec) -> SynthCase:

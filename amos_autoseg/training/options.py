@@ -95,8 +95,11 @@ def resolve_training(plan: TrainingPlan, opts: TrainOptions) -> TrainingPlan:
         if opts.augment_on not in AUGMENT_ON:
             raise UsageError(f"--augment-on {opts.augment_on}: use one of {', '.join(AUGMENT_ON)}")
         changes["augment_on"] = opts.augment_on
+    from amos_autoseg.training.schedule import OPTIMIZERS, SCHEDULES
+
     resolved = replace(plan, **changes)
-    for name, allowed in (("augment_on", AUGMENT_ON), ("seg_interpolation", SEG_INTERPOLATIONS)):
+    for name, allowed in (("augment_on", AUGMENT_ON), ("seg_interpolation", SEG_INTERPOLATIONS),
+                          ("optimizer", OPTIMIZERS), ("lr_schedule", SCHEDULES)):
         if getattr(resolved, name) not in allowed:
             raise InputError("plans.json", f"training.{name} {getattr(resolved, name)!r} is not one of {allowed}")
     return resolved

@@ -28,7 +28,7 @@ class StepSetup:
         precision: resolved precision (``TrainingPlan.mixed_precision``; ``auto`` takes bf16 on AMX CPUs).
         channels_last: whether model and batches use the channels-last layout.
         compiled: whether the model is ``torch.compile``d.
-        optimizer: SGD over the bare model's parameters (fused when fp16, see ``schedule.build_optimizer``).
+        optimizer: the plan's optimiser (SGD by default) over the bare model's parameters (fused when fp16, see ``schedule.build_optimizer``).
         scaler: gradient scaler (enabled for fp16 only).
     """
 
@@ -47,7 +47,7 @@ def prepare_step(model: nn.Module, training: TrainingPlan, device: torch.device,
     if channels_last:
         accel.to_channels_last(model, spatial_dims)
     optimizer = build_optimizer(model.parameters(), training.initial_lr, training.momentum, training.weight_decay,
-                                fused=precision.needs_scaler)
+                                fused=precision.needs_scaler, kind=training.optimizer)
     return StepSetup(precision, channels_last, accel.resolve_compile(training.compile, device), optimizer,
                      make_scaler(precision))
 
