@@ -20,7 +20,8 @@ def test_learning_rate_and_momentum_override_the_plan():
 
 
 @pytest.mark.parametrize("changes", [{"initial_lr": 0.0}, {"initial_lr": -1.0}, {"momentum": 1.0},
-                                     {"momentum": -0.1}, {"epochs": 0}, {"val_iterations_per_epoch": -1}])
+                                     {"momentum": -0.1}, {"epochs": 0}, {"val_iterations_per_epoch": -1},
+                                     {"optimizer": "lion"}])
 def test_bad_overrides_are_usage_errors(changes):
     with pytest.raises(UsageError):
         resolve_training(TrainingPlan(), TrainOptions(Path("exp"), "0", **changes))
@@ -32,3 +33,10 @@ def test_plan_with_unknown_optimizer_or_schedule_is_an_input_error(bad):
 
     with pytest.raises(InputError, match="plans.json"):
         resolve_training(TrainingPlan(**bad), TrainOptions(Path("exp"), "0"))
+
+
+def test_optimizer_override_replaces_only_the_optimizer():
+    plan = TrainingPlan()
+    resolved = resolve_training(plan, TrainOptions(Path("exp"), "0", optimizer="adamw"))
+    assert resolved.optimizer == "adamw" and plan.optimizer == "sgd"
+    assert resolved == TrainingPlan(optimizer="adamw")

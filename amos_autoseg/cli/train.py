@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="learning-rate curve (default: the plan's, poly: nnU-Net's per-epoch decay); warmup_poly "
                         "and warmup_cosine rise linearly over --warmup-iters steps, then decay per step with the "
                         "poly curve or a half cosine (meant for short runs)")
+    p.add_argument("--optimizer", default=keep, choices=["sgd", "adamw"],
+                   help="optimiser (default: the plan's, sgd: nnU-Net's SGD with Nesterov momentum); adamw "
+                        "(--momentum unused) is meant for runs of a few hundred to a few thousand steps")
     p.add_argument("--warmup-iters", type=int, default=keep, metavar="N",
                    help="warm-up steps of the warmup_* schedules (default: the plan's, 5%% of the run)")
     p.add_argument("--stop-after-epoch", type=int, default=None, metavar="E",
@@ -74,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         initial_lr=args.lr, momentum=args.momentum,
         compile=getattr(args, "compile", None), precision=getattr(args, "precision", None),
         channels_last=getattr(args, "channels_last", None), lr_schedule=getattr(args, "schedule", None),
+        optimizer=getattr(args, "optimizer", None),
         warmup_iterations=getattr(args, "warmup_iters", None), resume=args.resume,
         workers=common.workers(args),
         stop_after_epoch=args.stop_after_epoch, validate=not args.no_validation, augment_on=args.augment_on,

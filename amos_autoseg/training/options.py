@@ -31,6 +31,7 @@ class TrainOptions:
         precision: override ``TrainingPlan.mixed_precision`` (``auto``, ``fp32``, ``bf16``, ``fp16``).
         channels_last: override ``TrainingPlan.channels_last`` when not ``None``.
         lr_schedule, warmup_iterations: override the plan's learning-rate curve and its warm-up.
+        optimizer: override ``TrainingPlan.optimizer`` (``"sgd"`` or ``"adamw"``) when not ``None``.
         resume: continue from ``checkpoint_latest.pt``.
         workers: data-loading worker processes (0: in the training process).
         stop_after_epoch: end this process after that many completed epochs (time-limited jobs).
@@ -52,6 +53,7 @@ class TrainOptions:
     channels_last: bool | None = None
     lr_schedule: str | None = None
     warmup_iterations: int | None = None
+    optimizer: str | None = None
     initial_lr: float | None = None
     momentum: float | None = None
     resume: bool = False
@@ -114,9 +116,13 @@ def resolve_augment_on(value: str, device_type: str) -> str:
 
 def _speed_and_schedule_changes(opts: TrainOptions) -> dict[str, Any]:
     from amos_autoseg.runtime.precision import ALIASES, MODES
-    from amos_autoseg.training.schedule import SCHEDULES
+    from amos_autoseg.training.schedule import OPTIMIZERS, SCHEDULES
 
     changes: dict[str, Any] = {}
+    if opts.optimizer is not None:
+        if opts.optimizer not in OPTIMIZERS:
+            raise UsageError(f"--optimizer {opts.optimizer}: use one of {', '.join(OPTIMIZERS)}")
+        changes["optimizer"] = opts.optimizer
     if opts.precision is not None:
         if opts.precision not in MODES and opts.precision not in ALIASES:
             raise UsageError(f"--precision {opts.precision}: use one of {', '.join(MODES)}")
