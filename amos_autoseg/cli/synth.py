@@ -11,7 +11,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-ct", type=int, default=4, metavar="N", help="CT cases")
     p.add_argument("--n-mri", type=int, default=2, metavar="M", help="MRI cases")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed")
-    p.add_argument("--size", default="tiny", choices=["tiny", "small", "full", "demo"],
+    p.add_argument("--size", default="tiny", choices=["tiny", "medium", "small", "full", "demo"],
                    help="tiny for tests, small for demos, full (512x512 in-plane) for benchmarks")
     p.add_argument("--val-fraction", type=float, default=0.0, metavar="F",
                    help="fraction of each modality's cases written as validation (imagesVa/labelsVa)")
