@@ -47,7 +47,8 @@ def _descendants_when(proc: subprocess.Popen, n: int, timeout_s: float = 120.0) 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"the run ended early: {proc.stderr.read()[-2000:]}")
+            output = proc.stderr or proc.stdout  # a job started with stderr=STDOUT has only stdout
+            raise AssertionError(f"the run ended early: {output.read()[-2000:] if output else ''}")
         kids = psutil.Process(proc.pid).children(recursive=True)
         if len(kids) >= n:
             return [k.pid for k in kids]
