@@ -9,7 +9,7 @@ stomach) to be found first. Its recipe differs from nnU-Net's (SGD, lr 0.01, mom
 iterations, which still predicts only background after 1,000) by the train flags ``--optimizer``, ``--lr``,
 ``--momentum``, ``--schedule`` and ``--warmup-iters``, which the demo passes on; nothing else is changed. ``--size
 demo`` gives a finer grid (4 x 4 x 5 mm, abdomen and pelvis, where the adrenals and the esophagus are several voxels
-wide), about eight times the voxels of ``tiny``.
+wide), about 18 times the voxels of ``tiny``.
 """
 from __future__ import annotations
 

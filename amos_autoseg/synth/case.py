@@ -41,7 +41,7 @@ SLICE_RATIOS: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
 # size preset "demo": one in-plane and one slice spacing (mm) for every case, so that the thinnest organs
 # (adrenal limbs about 7 mm, the esophagus about 15 mm) are two or more voxels across on every case
 DEMO_SPACING: dict[str, tuple[float, float]] = {"CT": (4.0, 5.0), "MRI": (4.0, 5.0)}
-DEMO_DIRECTION = "las"  # as the AMOS NIfTI files are stored
+DEMO_DIRECTION = "las"  # one fixed orientation for every demo case
 _MODALITY_KEY = {"CT": 0, "MRI": 1}
 
 
