@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,42 @@ def synchronize(device: Any) -> None:
 
     if getattr(device, "type", str(device)) == "cuda":
         torch.cuda.synchronize()
+
+
+def run_windows(step: Callable[[Any], Any], next_batch: Callable[[], Any], windows: Windows,
+                device: Any) -> dict[str, Any]:
+    """Train through the windows of :class:`Windows` with ``step(next_batch())``; the same timing for both tools.
+
+    Returns ``warmup_s``, ``s_per_it`` (the timed window), ``wait_fraction`` (share of the synchronised
+    iterations spent in ``next_batch``, ``None`` without such iterations) and ``last`` (what the last timed or
+    synchronised step returned, ``None`` without such steps).
+    """
+    last = None
+    start = time.perf_counter()
+    for _ in range(windows.warmup):
+        step(next_batch())
+    synchronize(device)
+    warmup_s = time.perf_counter() - start
+    for _ in range(windows.drain):
+        step(next_batch())
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(windows.timed):
+        last = step(next_batch())
+    synchronize(device)
+    timed_s = time.perf_counter() - start
+    waited = total = 0.0
+    for _ in range(windows.synced):
+        synchronize(device)
+        t0 = time.perf_counter()
+        batch = next_batch()
+        synchronize(device)
+        t1 = time.perf_counter()
+        last = step(batch)
+        synchronize(device)
+        waited, total = waited + t1 - t0, total + time.perf_counter() - t0
+    return {"warmup_s": round(warmup_s, 2), "s_per_it": timed_s / max(1, windows.timed),
+            "wait_fraction": waited / total if total else None, "last": last}
 
 
 def device_name(device: Any) -> str:

@@ -33,6 +33,7 @@ from benchmarks.gpubench.common import (
     device_name,
     peak_memory_gib,
     save_result,
+    run_windows,
     synchronize,
 )
 
@@ -127,32 +128,11 @@ def _run_windows(trainer: Any, windows: Windows, device: Any) -> dict[str, Any]:
     """The iterations of ``run_training``'s epoch loop, split into the bench's windows (nnU-Net's
     ``train_step`` reads its loss back to the host, so every step ends synchronised)."""
     loader = trainer.dataloader_train
-    start = time.perf_counter()
-    for _ in range(windows.warmup):
-        trainer.train_step(next(loader))
-    warmup_s = time.perf_counter() - start
-    for _ in range(windows.drain):
-        trainer.train_step(next(loader))
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(windows.timed):
-        out = trainer.train_step(next(loader))
-    synchronize(device)
-    timed_s = time.perf_counter() - start
-    waited = total = 0.0
-    for _ in range(windows.synced):
-        synchronize(device)
-        t0 = time.perf_counter()
-        batch = next(loader)
-        synchronize(device)
-        t1 = time.perf_counter()
-        out = trainer.train_step(batch)
-        synchronize(device)
-        waited, total = waited + t1 - t0, total + time.perf_counter() - t0
-    last = out["loss"] if windows.timed + windows.synced else None
-    return {"iterations": windows.total, "warmup_s": round(warmup_s, 2), "s_per_it": timed_s / max(1, windows.timed),
-            "wait_fraction": waited / total if total else None, "precision": "fp16" if device.type == "cuda"
-            else "fp32", "last_loss": None if last is None else float(np.mean(last))}
+    timing = run_windows(trainer.train_step, lambda: next(loader), windows, device)
+    last = timing.pop("last")
+    last = None if last is None else last["loss"]
+    return {"iterations": windows.total, **timing, "precision": "fp16" if device.type == "cuda" else "fp32",
+            "last_loss": None if last is None else float(np.mean(last))}
 
 
 def _predictor(device: Any, mirroring: bool) -> Any:

@@ -28,6 +28,7 @@ from benchmarks.gpubench.common import (
     Windows,
     device_name,
     peak_memory_gib,
+    run_windows,
     save_result,
     synchronize,
 )
@@ -133,42 +134,17 @@ def _run_windows(parts: Any, stream: Any, training: Any, windows: Windows, devic
                             warmup_iterations=training.warmup_iterations).schedule
     batches = prefetch_to_device(iter(stream), device, partial(move_batch, parts=parts))
     parts.model.train()
-    step, loss = 0, None
+    step = 0
 
-    def one() -> Any:
+    def one(batch: Any) -> Any:
         nonlocal step
         set_lr(parts.optimizer, schedule.lr(step))
         step += 1
-        return train_step(parts, next(batches))
+        return train_step(parts, batch)
 
-    start = time.perf_counter()
-    for _ in range(windows.warmup):
-        one()
-    synchronize(device)
-    warmup_s = time.perf_counter() - start
-    for _ in range(windows.drain):
-        one()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(windows.timed):
-        loss = one()
-    synchronize(device)
-    timed_s = time.perf_counter() - start
-    waited = total = 0.0
-    for _ in range(windows.synced):
-        synchronize(device)
-        t0 = time.perf_counter()
-        batch = next(batches)
-        synchronize(device)
-        t1 = time.perf_counter()
-        set_lr(parts.optimizer, schedule.lr(step))
-        step += 1
-        loss = train_step(parts, batch)
-        synchronize(device)
-        waited, total = waited + t1 - t0, total + time.perf_counter() - t0
-    return {"iterations": step, "warmup_s": round(warmup_s, 2), "s_per_it": timed_s / max(1, windows.timed),
-            "wait_fraction": waited / total if total else None,
-            "last_loss": None if loss is None else float(loss)}
+    timing = run_windows(one, lambda: next(batches), windows, device)
+    loss = timing.pop("last")
+    return {"iterations": step, **timing, "last_loss": None if loss is None else float(loss)}
 
 
 def _predict_heldout(model: Any, plans: Any, name: str, settings: dict[str, Any], device: Any) -> float:
