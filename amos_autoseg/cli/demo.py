@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-ct", type=int, default=8, metavar="N", help="synthetic CT cases")
     p.add_argument("--n-mri", type=int, default=4, metavar="M", help="synthetic MRI cases")
     p.add_argument("--size", default="tiny", choices=["tiny", "medium", "demo", "small"],
-                   help="size of the synthetic cases (demo: one 4 x 4 x 5 mm grid, abdomen and pelvis)")
+                   help="size of the synthetic cases (demo: one 4 x 4 x 5 mm grid, abdomen and pelvis, about 18 "
+                        "times tiny's voxels; pair it with --preset cpu-demo)")
     p.add_argument("--preset", default="cpu-small", help="planner preset (cpu-small: a narrow U-Net for the CPU)")
     p.add_argument("--epochs", type=int, default=20, help="training epochs of the demo fold")
     p.add_argument("--iters-per-epoch", type=int, default=50, help="training iterations per epoch")

@@ -72,7 +72,7 @@ def builtin_presets() -> dict[str, PlannerSettings]:
         PlannerSettings(
             name="cpu-demo",
             description="cpu-small's narrow PlainConvUNet with a patch sized for a CPU step of a fraction of a "
-                        "second (memory target 0.05 GB), 3d_fullres only; for amos-autoseg demo, not for accuracy",
+                        "second (memory target 0.05 GB), 3d_fullres only; for `demo --size demo`, not for accuracy",
             gpu_memory_gb=0.05,
             base_features=8,
             max_features_3d=64,
