@@ -25,6 +25,9 @@ def test_demo_end_to_end_and_resume(tmp_path, capsys):
     assert predicted == references and predicted
     assert sorted(p.stem for p in (out / "previews").glob("*.png")) == [n[: -len(".nii.gz")] for n in predicted]
     assert "liver" in printed and "mean" in printed and "train" in printed
+    resolved = json.loads((out / "exp" / "3d_fullres" / "fold_0" / "resolved_config.json").read_text())
+    recipe = {k: resolved["training"][k] for k in ("optimizer", "lr_schedule", "initial_lr", "momentum")}
+    assert recipe == {"optimizer": "sgd", "lr_schedule": "poly", "initial_lr": 0.05, "momentum": 0.9}
     checkpoint = out / "exp" / "3d_fullres" / "fold_0" / "checkpoint_final.pt"
     before = checkpoint.stat().st_mtime_ns
     assert main(argv) == 0  # a second run reuses every finished stage
@@ -117,3 +120,16 @@ def test_benchmark_trains_every_fold_of_the_previous_stage_before_the_cascade(tm
     assert list(_configs_to_train(opts).items()) == [("3d_lowres", ("0", "1")), ("3d_cascade_fullres", ("0",)),
                                                      ("2d", ("0",))]
     assert _configs_to_train(BenchmarkOptions(tmp_path / "data", tmp_path, folds=("1",))) == {"3d_fullres": ("1",)}
+
+
+def test_demo_passes_its_short_run_recipe_to_train(tmp_path):
+    """--optimizer, --schedule, --warmup-iters and --lr of demo reach the training run's resolved config."""
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--n-ct", "7", "--n-mri", "0", "--workers", "0", "--optimizer", "adamw",
+            "--lr", "0.003", "--schedule", "warmup_cosine", "--warmup-iters", "1", *SHORT]
+    assert main(argv) == 0
+    resolved = json.loads((out / "exp" / "3d_fullres" / "fold_0" / "resolved_config.json").read_text())
+    training = resolved["training"]
+    assert (training["optimizer"], training["lr_schedule"], training["warmup_iterations"]) == \
+        ("adamw", "warmup_cosine", 1)
+    assert training["initial_lr"] == 0.003
