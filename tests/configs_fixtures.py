@@ -21,9 +21,11 @@ KINDS = {"ct": ["amos_0001", "amos_0002", "amos_0003", "amos_0004"],
 LABELS = {0: "background", 1: "liver", 2: "spleen"}
 
 
-def write_case(root: Path, case_id: str, i: int, ignore: int | None = None) -> dict[str, str]:
+def write_case(root: Path, case_id: str, i: int, ignore: int | None = None,
+               mri_intensities: tuple[float, float] = (300.0, 150.0)) -> dict[str, str]:
     """One case: two organs in a body ellipse, CT (HU) or MRI (arbitrary scale) intensities; with ``ignore``,
-    a slab of the label map is left unannotated."""
+    a slab of the label map is left unannotated. ``mri_intensities``: the MRI body level and the organs'
+    step above it (CT: 40 HU and 80 HU)."""
     rng = np.random.default_rng(i)
     shape = (9 + i % 3, 28, 26 + i % 2)
     z, y, x = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
@@ -32,8 +34,9 @@ def write_case(root: Path, case_id: str, i: int, ignore: int | None = None) -> d
     label[body & ((y + 0.25) ** 2 + (x + 0.1) ** 2 < 0.15)] = 1
     label[body & ((y - 0.4) ** 2 + (x - 0.35) ** 2 < 0.06)] = 2
     mri = case_id >= "amos_0500"
-    base = np.where(body, 300.0 if mri else 40.0, 0.0 if mri else -1000.0)
-    image = (base + (150.0 if mri else 80.0) * label + rng.normal(0, 10, shape)).astype(np.int16)
+    body_level, organ_step = mri_intensities if mri else (40.0, 80.0)
+    base = np.where(body, body_level, 0.0 if mri else -1000.0)
+    image = (base + organ_step * label + rng.normal(0, 10, shape)).astype(np.int16)
     if ignore is not None:
         label[:, :, : shape[2] // 3] = ignore
     geo = dict(spacing_zyx=(4.0, 1.3 + 0.1 * (i % 2), 1.2), origin=(3.0 * i, -2.0, 5.0),

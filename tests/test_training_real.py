@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,31 +13,13 @@ from amos_autoseg.io.image import read_label
 from amos_autoseg.preprocessing.run import preprocess_experiment
 from amos_autoseg.runtime import checkpoint as ckpt
 from amos_autoseg.training.collaborators import Collaborators, StreamSpec
-from conftest import oblique_direction, write_nifti
+from configs_fixtures import write_case
 from test_training_loop import assert_same_training
 from training_fakes import tiny_plans
 
 CASES = ["amos_0001", "amos_0002", "amos_0003", "amos_0004", "amos_0600", "amos_0601"]
 SPLITS = [{"train": CASES[:2] + CASES[4:5], "val": [CASES[2], CASES[5]]},
           {"train": CASES[2:], "val": CASES[:2]}]
-
-
-def _write_case(root: Path, case_id: str, i: int) -> dict[str, str]:
-    rng = np.random.default_rng(i)
-    shape = (9 + i % 3, 28, 26 + i % 2)
-    z, y, x = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
-    body = y**2 / 0.8 + x**2 / 0.9 < 1
-    label = np.zeros(shape, np.uint8)
-    label[body & ((y + 0.25) ** 2 + (x + 0.1) ** 2 < 0.15)] = 1
-    label[body & ((y - 0.4) ** 2 + (x - 0.35) ** 2 < 0.06)] = 2
-    mri = case_id >= "amos_0500"
-    base = np.where(body, 40.0, 0.0 if mri else -1000.0)
-    image = (base + 80.0 * label + rng.normal(0, 10, shape)).astype(np.int16)
-    geo = dict(spacing_zyx=(4.0, 1.3 + 0.1 * (i % 2), 1.2), origin=(3.0 * i, -2.0, 5.0),
-               direction=oblique_direction(10.0 + i, flip_x=bool(i % 2)))
-    write_nifti(root / "imagesTr" / f"{case_id}.nii.gz", image, **geo)
-    write_nifti(root / "labelsTr" / f"{case_id}.nii.gz", label, **geo)
-    return {"image": f"./imagesTr/{case_id}.nii.gz", "label": f"./labelsTr/{case_id}.nii.gz"}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +30,8 @@ def prepared(tmp_path_factory) -> tuple[Path, Path]:
     from amos_autoseg.planning.plans import NormalizationPlan
 
     data = tmp_path_factory.mktemp("data")
-    training = [_write_case(data, cid, i) for i, cid in enumerate(CASES)]
+    # MRI cases at CT's body and organ levels (40 and +80), as this module's runs were made with
+    training = [write_case(data, cid, i, mri_intensities=(40.0, 80.0)) for i, cid in enumerate(CASES)]
     (data / "dataset.json").write_text(json.dumps(
         {"name": "tiny", "labels": {"0": "background", "1": "liver", "2": "spleen"}, "training": training}))
     exp = tmp_path_factory.mktemp("exp")
