@@ -144,8 +144,7 @@ def run_training(parts: LoopParts, settings: LoopSettings, state: TrainState = T
     last = settings.epochs if settings.stop_after_epoch is None else min(settings.epochs, settings.stop_after_epoch)
     if state.epoch < last:
         todo = last - state.epoch
-        done = len(state.partial.losses) if state.partial else 0
-        train = parts.train_batches(state.global_step, todo * settings.iterations_per_epoch - done)
+        train = parts.train_batches(state.global_step, todo * settings.iterations_per_epoch - _steps_done(state))
         val = parts.val_batches(state.epoch * settings.val_iterations_per_epoch,
                                 todo * settings.val_iterations_per_epoch)
         move = partial(move_batch, parts=parts.step)
