@@ -202,9 +202,9 @@ class BatchSource:
         if _modality(case) in self.mask_modalities:
             params = replace(params, mask_channels=tuple(range(case.data.shape[0])))
         window = input_window(params, self.crop_size, self.patch_size)
-        if len(self.patch_size) == 2:
-            window = [(0, 1), *window]
         two_d = len(self.patch_size) == 2
+        if two_d:
+            window = [(0, 1), *window]
         data, seg, prev = _read(case, [s + lo for s, (lo, _) in zip(start, window)],
                                 [hi - lo for lo, hi in window], self._cascade, two_d)
         offset = [lo for lo, _ in window][1 if two_d else 0:]
